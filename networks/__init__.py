@@ -1,0 +1,1 @@
+"""Noise predictors and text encoders (U-Net, CLIP), weight loading and prediction wrappers."""

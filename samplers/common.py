@@ -1,0 +1,61 @@
+"""Shared pieces of the samplers: the sampler record, seeded CPU noise, and small step helpers."""
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler function with the facts nodes and benchmarks show about it."""
+
+    fn: Callable
+    calls_per_step: float  # model evaluations per step (average for adaptive or first-step extras)
+    order: int  # deterministic order of accuracy
+    stochastic: bool
+    summary: str
+
+
+def split_extra_args(extra_args):
+    """Separate the noise seed from the arguments that go to the model."""
+    extra_args = dict(extra_args or {})
+    seed = extra_args.pop("seed", None)
+    return extra_args, seed
+
+
+def seeded_noise_sampler(x, seed):
+    """Gaussian noise like `x` drawn from a CPU generator, so one seed gives the same noise on any device."""
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(0 if seed is None else int(seed))
+
+    def noise_sampler(sigma=None, sigma_next=None):
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32, device="cpu")
+        return noise.to(device=x.device, dtype=x.dtype)
+
+    return noise_sampler
+
+
+def to_d(x, sigma, denoised):
+    """The probability-flow ODE derivative dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022, eq. 4)."""
+    return (x - denoised) / append_dims(sigma, x.ndim)
+
+
+def append_dims(value, ndim):
+    """Broadcast a per-batch (or scalar) tensor against a sample of `ndim` dimensions."""
+    value = torch.as_tensor(value)
+    return value.reshape(value.shape + (1,) * (ndim - value.ndim))
+
+
+def ancestral_step(sigma_from, sigma_to, eta=1.0):
+    """Split a step into a deterministic part down to sigma_down and fresh noise sigma_up (Song et al. 2021)."""
+    if not eta or sigma_to == 0:
+        return sigma_to, sigma_to * 0
+    sigma_up = min(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
+    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
+    return sigma_down, sigma_up
+
+
+def report(callback, i, x, sigma, sigma_hat, denoised):
+    """Tell the host about a finished step: drives progress bars, previews and the Stop button."""
+    if callback is not None:
+        callback({"i": i, "x": x, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
