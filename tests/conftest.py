@@ -21,6 +21,18 @@ def comfy():
 
 
 @pytest.fixture(scope="session")
+def pack_nodes(comfy):
+    """Node id -> node class, exactly as ComfyUI's loader gets them from comfy_entrypoint()."""
+    import asyncio
+
+    import diffusion_blocks
+
+    extension = asyncio.run(diffusion_blocks.comfy_entrypoint())
+    classes = asyncio.run(extension.get_node_list())
+    return {cls.GET_SCHEMA().node_id: cls for cls in classes}
+
+
+@pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """A real ComfyUI server with the pack in custom_nodes/, shared by the end-to-end tests."""
     from harness.server import ComfyServer

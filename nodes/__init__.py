@@ -1,0 +1,16 @@
+"""ComfyUI V3 nodes of Diffusion Blocks: thin schemas that call the pure-torch core."""
+from comfy_api.latest import ComfyExtension
+
+from .plot_nodes import PLOT_NODES
+from .schedule_nodes import SCHEDULE_NODES
+from .sigma_nodes import SIGMA_NODES
+
+NODE_PREFIX = "DB_"
+CATEGORY_ROOT = "diffusion_blocks"
+
+
+class DiffusionBlocksExtension(ComfyExtension):
+    """Registers every node of the pack with ComfyUI."""
+
+    async def get_node_list(self):
+        return [*SCHEDULE_NODES, *SIGMA_NODES, *PLOT_NODES]

@@ -1,0 +1,43 @@
+"""Views of schedules: Plot Sigmas draws noise level against step as an IMAGE."""
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from ..views.plot import plot_sigmas
+
+CATEGORY = "diffusion_blocks/views"
+MAX_SERIES = 4
+
+
+class PlotSigmas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        optional = [io.Sigmas.Input(f"sigmas_{i}", optional=True, tooltip=f"Optional schedule number {i} to compare.")
+                    for i in range(2, MAX_SERIES + 1)]
+        return io.Schema(
+            node_id="DB_PlotSigmas", display_name="Plot Sigmas", category=CATEGORY,
+            description="Draw one to four schedules as noise level against step, with a legend: see where each "
+                        "schedule spends its steps.",
+            inputs=[io.Sigmas.Input("sigmas_1", tooltip="The schedule to plot."), *optional,
+                    io.String.Input("labels", default="", tooltip="Legend names separated by commas, in input order "
+                                    "(empty: 'sigmas 1', 'sigmas 2', ...)."),
+                    io.Boolean.Input("log_scale", default=True, tooltip="Logarithmic noise axis (a final 0 is drawn on the bottom edge)."),
+                    io.Int.Input("width", default=768, min=256, max=4096, step=8, tooltip="Image width in pixels."),
+                    io.Int.Input("height", default=512, min=256, max=4096, step=8, tooltip="Image height in pixels.")],
+            outputs=[io.Image.Output(display_name="plot", tooltip="The plot as an image.")])
+
+    @classmethod
+    def execute(cls, sigmas_1, labels, log_scale, width, height, sigmas_2=None, sigmas_3=None, sigmas_4=None):
+        inputs = [(i, s) for i, s in enumerate((sigmas_1, sigmas_2, sigmas_3, sigmas_4), start=1) if s is not None]
+        names = [name.strip() for name in labels.split(",")] if labels.strip() else []
+        legend = [names[k] if k < len(names) and names[k] else f"sigmas {i}" for k, (i, _) in enumerate(inputs)]
+        for (i, sigmas) in inputs:
+            if sigmas.numel() == 0:
+                raise ValueError(f"sigmas_{i}: the schedule is empty; nothing to plot")
+        picture = plot_sigmas([s.detach().float().cpu().numpy() for _, s in inputs], legend,
+                              width=width, height=height, log_scale=log_scale)
+        pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]
+        return io.NodeOutput(pixels)
+
+
+PLOT_NODES = [PlotSigmas]

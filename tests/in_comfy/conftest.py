@@ -1,0 +1,42 @@
+"""Node-tier fixtures: the pack's nodes loaded in a ComfyUI imported in this process."""
+import pytest
+
+
+@pytest.fixture(scope="session")
+def native_model(comfy):
+    """Build a real ComfyUI ModelPatcher around a module that carries the given model_sampling."""
+    import torch
+    import comfy.model_patcher
+
+    def make(model_sampling):
+        module = torch.nn.Module()
+        module.model_sampling = model_sampling
+        return comfy.model_patcher.ModelPatcher(module, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def sd1_sampling(comfy):
+    """ComfyUI's own SD1.x model sampling (discrete, eps, scaled-linear betas)."""
+    import comfy.model_sampling as ms
+
+    class SD1Sampling(ms.ModelSamplingDiscrete, ms.EPS):
+        pass
+
+    return SD1Sampling()
+
+
+@pytest.fixture(scope="session")
+def flow_sampling(comfy):
+    """ComfyUI's own rectified-flow model sampling with shift 3 (SD3's)."""
+    import comfy.model_sampling as ms
+
+    class FlowConfig:
+        sampling_settings = {"shift": 3.0, "multiplier": 1000}
+
+    class FlowSampling(ms.ModelSamplingDiscreteFlow, ms.CONST):
+        pass
+
+    return FlowSampling(FlowConfig())
+

@@ -1,0 +1,1 @@
+"""Pictures that explain diffusion: plots and grids drawn with Pillow (no ComfyUI imports)."""
