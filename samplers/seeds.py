@@ -1,0 +1,145 @@
+"""SEEDS (Gonzalez et al. 2023, "SEEDS: Exponential SDE Solvers for Fast High-Quality Sampling from Diffusion
+Models", arXiv:2305.14267): stochastic explicit exponential derivative-free solvers, data prediction.
+
+The denoiser is taken as an EDM / variance-exploding one (x = x0 + sigma * eps), so lambda = -log(sigma).
+With eta scaling the noise, the SDE step s -> t (h = lambda_t - lambda_s) is, exactly,
+
+    x_t = (sigma_t / sigma_s) e^{-eta h} x_s + int (1 + eta) e^{-(1 + eta)(lambda_t - u)} D(u) du
+          + sigma_t sqrt(1 - e^{-2 eta h}) z.
+
+SEEDS approximates D(u) Runge-Kutta style from model calls at intermediate nodes lambda_s + c h, and draws
+the noise of the sub-steps from one Brownian path, so the full step's noise continues the stages' noise.
+eta = 0 gives the deterministic (DPM-Solver++-like) exponential Runge-Kutta method.
+"""
+import math
+
+import torch
+
+from .common import SamplerSpec, report, seeded_noise_sampler, split_extra_args
+
+
+def _weight_0(z):
+    """1 - e^{-z}: the weight of a constant D over an exponential step of rate-scaled length z."""
+    return -math.expm1(-z)
+
+
+def _weight_1(z):
+    """(z - 1 + e^{-z}) / z: the weight of D's linear part (per unit of the normalised node distance)."""
+    return (math.expm1(-z) + z) / z
+
+
+class _BrownianSegments:
+    """The unit-variance noise of an Ornstein-Uhlenbeck path, advanced one sub-step at a time.
+
+    Advancing from c_0 to c (fractions of the step) decays the noise so far by e^{-eta h (c - c_0)} and adds fresh
+    noise; the total variance is 1 - e^{-2 eta c h}, exactly the noise of an exact step from s to c.
+    """
+
+    def __init__(self, noise_sampler, sigmas_at, rate):
+        self.noise_sampler, self.sigmas_at, self.rate = noise_sampler, sigmas_at, rate
+        self.value, self.c = 0.0, 0.0
+
+    def advance(self, c):
+        decay = self.rate * (c - self.c)
+        fresh = self.noise_sampler(self.sigmas_at(self.c), self.sigmas_at(c))
+        self.value = self.value * math.exp(-decay) + fresh * (-math.expm1(-2 * decay)) ** 0.5
+        self.c = c
+        return self.value
+
+
+def _seeds_setup(x, extra_args, noise_sampler):
+    extra_args, seed = split_extra_args(extra_args)
+    if noise_sampler is None:
+        noise_sampler = seeded_noise_sampler(x, seed)
+    return extra_args, noise_sampler, x.new_ones([x.shape[0]])
+
+
+def _node(sigmas, i, h, c):
+    """sigma at lambda_s + c h, as a tensor like the given sigmas (what a noise sampler expects)."""
+    if c == 0:
+        return sigmas[i]
+    if c == 1:
+        return sigmas[i + 1]
+    return sigmas.new_tensor(float(sigmas[i]) * math.exp(-c * h))
+
+
+@torch.no_grad()
+def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+            noise_sampler=None, r=0.5):
+    """SEEDS-2: two-stage stochastic exponential Runge-Kutta, data prediction (Gonzalez et al. 2023)."""
+    extra_args, noise_sampler, s_in = _seeds_setup(x, extra_args, noise_sampler)
+    sigmas = torch.as_tensor(sigmas)
+    stochastic = eta > 0 and s_noise > 0
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, i, x, sigmas[i], sigmas[i], denoised)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        h = math.log(sigma / sigma_next)
+        z = (1 + eta) * h
+        sigma_1 = sigma * math.exp(-r * h)
+        brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c), eta * h)
+
+        u = (sigma_1 / sigma) * math.exp(-eta * r * h) * x + _weight_0(r * z) * denoised
+        if stochastic:
+            u = u + brownian.advance(r) * (sigma_1 * s_noise)
+        denoised_1 = model(u, sigma_1 * s_in, **extra_args)
+
+        denoised_bar = torch.lerp(denoised, denoised_1, 1 / (2 * r))
+        x = (sigma_next / sigma) * math.exp(-eta * h) * x + _weight_0(z) * denoised_bar
+        if stochastic:
+            x = x + brownian.advance(1.0) * (sigma_next * s_noise)
+    return x
+
+
+@torch.no_grad()
+def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+            noise_sampler=None, r_1=1 / 3, r_2=2 / 3):
+    """SEEDS-3: three-stage stochastic exponential Runge-Kutta, data prediction (Gonzalez et al. 2023)."""
+    extra_args, noise_sampler, s_in = _seeds_setup(x, extra_args, noise_sampler)
+    sigmas = torch.as_tensor(sigmas)
+    stochastic = eta > 0 and s_noise > 0
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, i, x, sigmas[i], sigmas[i], denoised)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        h = math.log(sigma / sigma_next)
+        z = (1 + eta) * h
+        sigma_1, sigma_2 = sigma * math.exp(-r_1 * h), sigma * math.exp(-r_2 * h)
+        brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c), eta * h)
+
+        u_1 = (sigma_1 / sigma) * math.exp(-eta * r_1 * h) * x + _weight_0(r_1 * z) * denoised
+        if stochastic:
+            u_1 = u_1 + brownian.advance(r_1) * (sigma_1 * s_noise)
+        denoised_1 = model(u_1, sigma_1 * s_in, **extra_args)
+
+        # D linear in lambda through (s, D) and (s + r_1 h, D_1)
+        u_2 = ((sigma_2 / sigma) * math.exp(-eta * r_2 * h) * x + _weight_0(r_2 * z) * denoised
+               + (r_2 / r_1) * _weight_1(r_2 * z) * (denoised_1 - denoised))
+        if stochastic:
+            u_2 = u_2 + brownian.advance(r_2) * (sigma_2 * s_noise)
+        denoised_2 = model(u_2, sigma_2 * s_in, **extra_args)
+
+        # D linear in lambda through (s, D) and (s + r_2 h, D_2)
+        x = ((sigma_next / sigma) * math.exp(-eta * h) * x + _weight_0(z) * denoised
+             + (1 / r_2) * _weight_1(z) * (denoised_2 - denoised))
+        if stochastic:
+            x = x + brownian.advance(1.0) * (sigma_next * s_noise)
+    return x
+
+
+SPECS = {
+    "seeds_2": SamplerSpec(
+        seeds_2, calls_per_step=2.0, order=2, stochastic=True,
+        summary="SEEDS-2: two-stage stochastic exponential Runge-Kutta (data prediction), two model calls per "
+                "step; eta scales the noise (eta = 0: deterministic)."),
+    "seeds_3": SamplerSpec(
+        seeds_3, calls_per_step=3.0, order=3, stochastic=True,
+        summary="SEEDS-3: three-stage stochastic exponential Runge-Kutta (data prediction), three model calls "
+                "per step; eta scales the noise (eta = 0: deterministic)."),
+}

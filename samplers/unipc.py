@@ -1,0 +1,109 @@
+"""UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion
+Models", arXiv:2302.04867), multistep, data prediction, with B(h) = h (bh1) or B(h) = e^h - 1 (bh2).
+
+The denoiser is taken as an EDM / variance-exploding one (x = x0 + sigma * eps, alpha = 1), so
+lambda = -log(sigma); UniPC's VP update is the same map after scaling x by alpha. For a step s -> t,
+h = lambda_t - lambda_s and, with the model outputs D_m at earlier nodes lambda_m, r_m = (lambda_m - lambda_s) / h,
+
+    predictor  UniP-p:  x_t = (sigma_t / sigma_s) x_s + (1 - e^{-h}) D_s - B(h) sum_m a_m (D_m - D_s) / r_m
+    corrector  UniC-p:  the same with the new model output D_t at r = 1 added to the sum,
+
+where the weights solve sum_m r_m^(k-1) a_m = g_k = k! (-h) phi_{k+1}(-h) / B(-h) for k = 1..p (data prediction
+evaluates B and the phi functions at -h; the predictor uses its p - 1 earlier nodes and rows).
+The corrector reuses the model call that the next step needs anyway, so UniPC costs one call per step.
+As in ComfyUI, a final sigma of 0 is replaced by 0.001 (log-SNR is infinite at 0), the last steps use lower
+orders, and the last step runs no corrector.
+"""
+import math
+
+import torch
+
+from .common import SamplerSpec, report, split_extra_args
+
+FINAL_SIGMA = 0.001  # where UniPC stops when asked to go to sigma = 0 (ComfyUI's choice)
+
+
+def _h_phis(z, n):
+    """[z * phi_k(z) for k = 1..n] with phi_1(z) = (e^z - 1) / z and phi_{k+1}(z) = (phi_k(z) - 1/k!) / z."""
+    values, phi, factorial = [], math.expm1(z) / z, 1
+    for k in range(1, n + 1):
+        values.append(z * phi)
+        factorial *= k
+        phi = (phi - 1 / factorial) / z
+    return values
+
+
+def _unipc_weights(h, r, variant, order, corrector):
+    """UniP-p (corrector=False) or UniC-p weights a, and B(h), for data prediction (z = -h)."""
+    z = -h
+    b_h = z if variant == "bh1" else math.expm1(z)
+    h_phis = _h_phis(z, order + 1)
+    g = [math.factorial(k) * h_phis[k] / b_h for k in range(1, order + 1)]  # g_k, k = 1..order
+    size = order if corrector else order - 1
+    if size == 0:
+        return [], b_h
+    if size == 1:
+        return [0.5], b_h  # the reference code's simplified choice for UniP-2 and UniC-1
+    nodes = torch.tensor(r[:size], dtype=torch.float64)
+    R = torch.stack([nodes**k for k in range(size)])
+    return torch.linalg.solve(R, torch.tensor(g[:size], dtype=torch.float64)).tolist(), b_h
+
+
+@torch.no_grad()
+def _unipc(model, x, sigmas, extra_args, callback, variant, order, lower_order_final):
+    """Multistep UniPC-p with the corrector after every step but the last (one model call per step)."""
+    extra_args, _ = split_extra_args(extra_args)
+    given = sigmas
+    sigmas = [float(s) for s in given]  # a copy: the caller's sigmas stay as they are
+    if len(sigmas) < 2:
+        return x
+    if sigmas[-1] == 0:
+        sigmas[-1] = FINAL_SIGMA
+    s_in = x.new_ones([x.shape[0]])
+    steps = len(sigmas) - 1
+    order = max(1, min(order, steps - 1))
+    lams = [-math.log(s) for s in sigmas]
+    denoised = model(x, sigmas[0] * s_in, **extra_args)
+    history = [(lams[0], denoised)]  # (lambda_m, D_m), newest last
+    for k in range(1, steps + 1):
+        report(callback, k - 1, x, given[k - 1], given[k - 1], denoised)  # x at sigma_{k-1}, D there
+        p = min(order, k, steps + 1 - k) if lower_order_final else min(order, k)
+        corrector = k < steps
+        lam_s, denoised_s = history[-1]
+        h = lams[k] - lam_s
+        earlier = history[-p:-1][::-1]  # the p - 1 nodes before s, newest first
+        r = [(lam_m - lam_s) / h for lam_m, _ in earlier] + [1.0]
+        d = [(denoised_m - denoised_s) / r_m for (_, denoised_m), r_m in zip(earlier, r)]
+        x_base = (sigmas[k] / sigmas[k - 1]) * x + (-math.expm1(-h)) * denoised_s
+        a, b_h = _unipc_weights(h, r, variant, p, corrector=False)
+        x_pred = x_base - b_h * sum(a_m * d_m for a_m, d_m in zip(a, d)) if a else x_base
+        if not corrector:
+            return x_pred
+        denoised = model(x_pred, sigmas[k] * s_in, **extra_args)
+        a, b_h = _unipc_weights(h, r, variant, p, corrector=True)
+        d.append(denoised - denoised_s)
+        x = x_base - b_h * sum(a_m * d_m for a_m, d_m in zip(a, d))
+        history = (history + [(lams[k], denoised)])[-order:]
+    return x
+
+
+def uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, lower_order_final=True):
+    """UniPC-p with B(h) = h: multistep UniP predictor + UniC corrector, data prediction (Zhao et al. 2023)."""
+    return _unipc(model, x, sigmas, extra_args, callback, "bh1", order, lower_order_final)
+
+
+def uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, lower_order_final=True):
+    """UniPC-p with B(h) = e^h - 1: multistep UniP predictor + UniC corrector, data prediction (Zhao et al. 2023)."""
+    return _unipc(model, x, sigmas, extra_args, callback, "bh2", order, lower_order_final)
+
+
+SPECS = {
+    "uni_pc": SamplerSpec(
+        uni_pc, calls_per_step=1.0, order=3, stochastic=False,
+        summary="UniPC (B(h) = h): third-order multistep predictor with a corrector that reuses the next "
+                "model call, one call per step; suits unconditional sampling under 10 steps; stops at 0.001."),
+    "uni_pc_bh2": SamplerSpec(
+        uni_pc_bh2, calls_per_step=1.0, order=3, stochastic=False,
+        summary="UniPC (B(h) = e^h - 1): third-order multistep predictor-corrector, one call per step; the usual "
+                "choice with guidance or 10+ steps; stops at sigma 0.001 when asked for 0."),
+}
