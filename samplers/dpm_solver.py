@@ -1,0 +1,204 @@
+"""DPM-Solver (Lu et al. 2022, arXiv:2206.00927): exponential integrators of the probability-flow ODE in
+lambda = log(alpha / sigma), written for noise prediction eps = (x - D(x, sigma)) / sigma.
+
+The denoiser is taken as an EDM / variance-exploding one (alpha = 1), so lambda = -log(sigma) and
+sigma(lambda) = exp(-lambda); a VP model wrapped k-diffusion style (x scaled by sqrt(1 + sigma^2)
+inside the denoiser) is the same ODE. Both samplers follow the paper's own time grid, so from the
+given sigmas they use only the end points: sigmas[0] and the last nonzero sigma. Like ComfyUI's,
+they stop at that last nonzero sigma (no final jump to sigma = 0).
+"""
+import math
+
+import torch
+
+from .common import SamplerSpec, ancestral_step, report, seeded_noise_sampler, split_extra_args
+
+
+def _sigma(lam):
+    return lam.neg().exp()
+
+
+def _lam(sigma):
+    return sigma.log().neg()
+
+
+def _end_points(sigmas):
+    """The first sigma and the last nonzero one, both strictly positive."""
+    sigma_start, sigma_end = sigmas[0], sigmas[-1]
+    if sigma_end == 0:
+        sigma_end = sigmas[-2]
+    if sigma_start <= 0 or sigma_end <= 0:
+        raise ValueError("DPM-Solver needs a first and a last nonzero sigma above 0")
+    return sigma_start, sigma_end
+
+
+def _eps_fn(model, x, extra_args):
+    """eps_theta(x, lambda) = (x - D(x, sigma)) / sigma, and the denoised D alongside."""
+    s_in = x.new_ones([x.shape[0]])
+
+    def eps_fn(x, lam):
+        sigma = _sigma(lam)
+        denoised = model(x, sigma * s_in, **extra_args)
+        return (x - denoised) / sigma, denoised
+
+    return eps_fn
+
+
+def _dpm_solver_step(eps_fn, x, eps, lam, lam_next, order):
+    """One DPM-Solver-k step, k = 1, 2 or 3 (Lu et al. 2022; Algorithms 1 and 2 for k = 2 and 3).
+
+    Returns (x_next, x_lower): the order-k result and, for k >= 2, the embedded order-(k - 1) one
+    that shares its model evaluations (DPM-Solver-12: r1 = 1/2; DPM-Solver-23: r1 = 1/3, r2 = 2/3).
+    `eps` is eps_theta(x, lam), already evaluated.
+    """
+    h = lam_next - lam
+    sigma_next = _sigma(lam_next)
+    x_1 = x - sigma_next * h.expm1() * eps  # DPM-Solver-1 (DDIM)
+    if order == 1:
+        return x_1, None
+    r1 = 1 / 2 if order == 2 else 1 / 3
+    s1 = lam + r1 * h
+    u1 = x - _sigma(s1) * (r1 * h).expm1() * eps
+    eps_1, _ = eps_fn(u1, s1)
+    x_2 = x_1 - sigma_next / (2 * r1) * h.expm1() * (eps_1 - eps)  # DPM-Solver-2
+    if order == 2:
+        return x_2, x_1
+    r2 = 2 / 3
+    s2 = lam + r2 * h
+    u2 = (x - _sigma(s2) * (r2 * h).expm1() * eps
+          - _sigma(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_1 - eps))
+    eps_2, _ = eps_fn(u2, s2)
+    x_3 = x_1 - sigma_next / r2 * (h.expm1() / h - 1) * (eps_2 - eps)  # DPM-Solver-3
+    return x_3, x_2
+
+
+def _ancestral_target(lam, lam_next, lam_end, eta):
+    """Where the deterministic part of a stochastic step lands, and how much noise restores sigma(lam_next)."""
+    if not eta:
+        return lam_next, 0.0
+    sigma_down, _ = ancestral_step(_sigma(lam), _sigma(lam_next), eta)
+    lam_down = torch.minimum(lam_end, _lam(sigma_down))  # eta > 0 only runs towards lower noise
+    sigma_up = (_sigma(lam_next) ** 2 - _sigma(lam_down) ** 2) ** 0.5
+    return lam_down, sigma_up
+
+
+def fast_step_orders(nfe):
+    """DPM-Solver-fast's step orders for a budget of `nfe` model calls (Lu et al. 2022, Sec. 3.4).
+
+    The last step is DPM-Solver-1 unless nfe % 3 == 2, so the whole run is third order only then
+    (second order otherwise).
+    """
+    steps = nfe // 3 + 1
+    if nfe % 3 == 0:
+        return [3] * (steps - 2) + [2, 1]
+    return [3] * (steps - 1) + [nfe % 3]
+
+
+@torch.no_grad()
+def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0, s_noise=1.0,
+             noise_sampler=None):
+    """DPM-Solver-fast (Lu et al. 2022, Sec. 3.4): DPM-Solver-3 steps uniform in lambda, len(sigmas) - 1 model calls."""
+    if len(sigmas) <= 1:
+        return x
+    extra_args, seed = split_extra_args(extra_args)
+    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
+    eps_fn = _eps_fn(model, x, extra_args)
+    sigma_start, sigma_end = _end_points(sigmas)
+    lam_start, lam_end = _lam(sigma_start), _lam(sigma_end)
+    if eta and lam_end < lam_start:
+        raise ValueError("eta must be 0 when sampling towards higher noise")
+
+    orders = fast_step_orders(len(sigmas) - 1)
+    lams = torch.linspace(float(lam_start), float(lam_end), len(orders) + 1, dtype=sigmas.dtype, device=sigmas.device)
+    for i, order in enumerate(orders):
+        lam, lam_next = lams[i], lams[i + 1]
+        lam_down, sigma_up = _ancestral_target(lam, lam_next, lam_end, eta)
+        eps, denoised = eps_fn(x, lam)
+        report(callback, i, x, _sigma(lam), _sigma(lam), denoised)
+        x, _ = _dpm_solver_step(eps_fn, x, eps, lam, lam_down, order)
+        if eta:
+            x = x + noise_sampler(_sigma(lam), _sigma(lam_next)) * s_noise * sigma_up
+    return x
+
+
+class PIDStepController:
+    """Step-size control by a PID digital filter on the error history (Soderlind 2003), arctan-limited.
+
+    With eps_n = 1 / error_n and k the order of the error estimate, the next step is
+    h * limiter(eps_n^b1 * eps_{n-1}^b2 * eps_{n-2}^b3), b1 = (kP + kI + kD) / k, b2 = -(kP + 2 kD) / k,
+    b3 = kD / k; the step is accepted when that factor is at least `accept_safety`.
+    """
+
+    def __init__(self, h, pcoeff, icoeff, dcoeff, order, accept_safety, eps=1e-8):
+        self.h = h
+        self.b = ((pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order)
+        self.accept_safety = accept_safety
+        self.eps = eps
+        self.history = None  # inverse errors of this try and of the last two accepted steps
+
+    def propose(self, error):
+        """Rescale h from this step's error; True if the step is accepted."""
+        inv_error = 1 / (float(error) + self.eps)
+        if self.history is None:
+            self.history = [inv_error] * 3
+        self.history[0] = inv_error
+        factor = math.prod(e**b for e, b in zip(self.history, self.b))
+        factor = 1 + math.atan(factor - 1)
+        accept = factor >= self.accept_safety
+        if accept:
+            self.history = [inv_error, inv_error, self.history[1]]
+        self.h *= factor
+        return accept
+
+
+@torch.no_grad()
+def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, rtol=0.05, atol=0.0078,
+                 h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81, eta=0.0, s_noise=1.0,
+                 noise_sampler=None):
+    """DPM-Solver-12 / -23 with adaptive step size (Lu et al. 2022, Sec. 3.4): the steps follow rtol / atol."""
+    if len(sigmas) <= 1:
+        return x
+    if order not in (2, 3):
+        raise ValueError("order must be 2 or 3")
+    extra_args, seed = split_extra_args(extra_args)
+    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
+    eps_fn = _eps_fn(model, x, extra_args)
+    sigma_start, sigma_end = _end_points(sigmas)
+    lam, lam_end = _lam(sigma_start), _lam(sigma_end)
+    forward = lam_end > lam
+    if eta and not forward:
+        raise ValueError("eta must be 0 when sampling towards higher noise")
+
+    # The error estimate x_high - x_low is of order `order` (or about 1.5 with noise, as k-diffusion uses).
+    pid = PIDStepController(abs(h_init) * (1 if forward else -1), pcoeff, icoeff, dcoeff, 1.5 if eta else order,
+                            accept_safety)
+    x_prev = x
+    i, eps = 0, None
+    while lam < lam_end - 1e-5 if forward else lam > lam_end + 1e-5:
+        lam_next = torch.minimum(lam_end, lam + pid.h) if forward else torch.maximum(lam_end, lam + pid.h)
+        lam_down, sigma_up = _ancestral_target(lam, lam_next, lam_end, eta)
+        if eps is None:  # a rejected step retries from the same (x, lambda): reuse its evaluation
+            eps, denoised = eps_fn(x, lam)
+            report(callback, i, x, _sigma(lam), _sigma(lam), denoised)
+        x_high, x_low = _dpm_solver_step(eps_fn, x, eps, lam, lam_down, order)
+        delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
+        error = torch.linalg.vector_norm((x_high - x_low) / delta) / x.numel() ** 0.5
+        if pid.propose(error):
+            x_prev = x_low
+            x = x_high
+            if eta:
+                x = x + noise_sampler(_sigma(lam), _sigma(lam_next)) * s_noise * sigma_up
+            lam, eps, i = lam_next, None, i + 1
+    return x
+
+
+SPECS = {
+    "dpm_fast": SamplerSpec(
+        dpm_fast, calls_per_step=1.0, order=3, stochastic=False,
+        summary="DPM-Solver-fast: third-order steps uniform in log-SNR, one model call per sigma step; "
+                "uses only the first and last nonzero sigma (eta > 0 adds noise)."),
+    "dpm_adaptive": SamplerSpec(
+        dpm_adaptive, calls_per_step=3.0, order=3, stochastic=False,
+        summary="DPM-Solver-23 with adaptive step size: picks its own steps from rtol/atol between the first "
+                "and last nonzero sigma; model calls vary (about 3 per accepted step)."),
+}
