@@ -2,15 +2,13 @@
 from comfy_api.latest import ComfyExtension
 
 from .plot_nodes import PLOT_NODES
+from .sampler_nodes import SAMPLER_NODES
 from .schedule_nodes import SCHEDULE_NODES
 from .sigma_nodes import SIGMA_NODES
-
-NODE_PREFIX = "DB_"
-CATEGORY_ROOT = "diffusion_blocks"
 
 
 class DiffusionBlocksExtension(ComfyExtension):
     """Registers every node of the pack with ComfyUI."""
 
     async def get_node_list(self):
-        return [*SCHEDULE_NODES, *SIGMA_NODES, *PLOT_NODES]
+        return [*SCHEDULE_NODES, *SIGMA_NODES, *SAMPLER_NODES, *PLOT_NODES]

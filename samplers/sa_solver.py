@@ -11,6 +11,7 @@ The Adams predictor replaces D by its Lagrange interpolant through the last mode
 does the same once the model has been called at the predicted point, with that node included, and keeps
 the predictor's noise. tau = eta inside a band of sigmas, 0 (an ODE step) outside it.
 """
+import functools
 import math
 
 import torch
@@ -131,9 +132,8 @@ def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, et
     return x if n == 0 or floats[-1] == 0 else x_pred
 
 
-def sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
-    """SA-Solver in PECE mode: the model is called again at each corrected point (Xue et al. 2023)."""
-    return sa_solver(model, x, sigmas, extra_args, callback, disable, use_pece=True, **options)
+# SA-Solver in PECE mode: the model is called again at each corrected point (Xue et al. 2023).
+sa_solver_pece = functools.partial(sa_solver, use_pece=True)
 
 
 SPECS = {

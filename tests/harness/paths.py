@@ -12,6 +12,8 @@ IMPORT_ROOT = CACHE / "import_root"
 def make_pack_importable():
     """Put the pack on sys.path as `diffusion_blocks`, whatever its folder is called."""
     link = IMPORT_ROOT / PACK_NAME
+    if link.is_symlink() and link.resolve() != PACK_ROOT:
+        link.unlink()  # left by a checkout that has moved
     if not link.exists():
         IMPORT_ROOT.mkdir(parents=True, exist_ok=True)
         link.symlink_to(PACK_ROOT, target_is_directory=True)
