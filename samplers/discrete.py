@@ -1,0 +1,72 @@
+"""The discrete-time samplers of DDPM, DDIM and LCM, written in the sigma variables of an EDM denoiser.
+
+A variance-preserving sample z_t with alpha_bar_t = 1 / (1 + sigma^2) is x / sqrt(1 + sigma^2) in the
+sigma (variance exploding) variables used here, and eps = (x - D(x, sigma)) / sigma. Dividing each paper's
+update for z_{t-1} by sqrt(alpha_bar_{t-1}) gives the updates below, with sigma = sigma_t and
+sigma_next = sigma_{t-1}; no beta table is needed: only the ratio of the two noise levels enters.
+"""
+import torch
+
+from .common import SamplerSpec, report, seeded_noise_sampler, split_extra_args
+
+
+def _setup(x, extra_args, noise_sampler):
+    extra_args, seed = split_extra_args(extra_args)
+    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
+    return extra_args, noise_sampler, x.new_ones([x.shape[0]])
+
+
+@torch.no_grad()
+def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2, posterior variance beta_tilde): draw x_next ~ q(x_next | x, x0 = D)."""
+    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * s_in, **extra_args)
+        report(callback, i, x, sigma, sigma, denoised)
+        ratio = (sigma_next / sigma) ** 2  # = (1 - alpha_bar_prev) alpha_bar / ((1 - alpha_bar) alpha_bar_prev)
+        x = denoised + ratio * (x - denoised)  # posterior mean (Ho et al. eq. 7)
+        if sigma_next > 0:
+            x = x + noise_sampler(sigma, sigma_next) * sigma_next * (1 - ratio) ** 0.5  # sqrt(beta_tilde), scaled
+    return x
+
+
+@torch.no_grad()
+def ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0, s_noise=1.0, noise_sampler=None):
+    """DDIM (Song et al. 2021, eq. 12): predicted x0, the direction pointing to x_t, and noise sigma_t(eta); eta = 0 is deterministic."""
+    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * s_in, **extra_args)
+        report(callback, i, x, sigma, sigma, denoised)
+        eps = (x - denoised) / sigma
+        # sigma_t of eq. 16, divided by sqrt(alpha_bar_prev); at most sigma_next (eta > 1 would need more noise than there is)
+        sigma_t = min(sigma_next, eta * sigma_next * (1 - (sigma_next / sigma) ** 2) ** 0.5)
+        x = denoised + (sigma_next**2 - sigma_t**2) ** 0.5 * eps
+        if sigma_t > 0:
+            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_t
+    return x
+
+
+@torch.no_grad()
+def lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """Latent consistency model multistep sampling (Luo et al. 2023, Algorithm 1): jump to D, then re-noise to sigma_next."""
+    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * s_in, **extra_args)
+        report(callback, i, x, sigma, sigma, denoised)
+        x = denoised
+        if sigma_next > 0:
+            x = x + noise_sampler(sigma, sigma_next) * sigma_next
+    return x
+
+
+SPECS = {
+    "ddpm": SamplerSpec(ddpm, 1, 1, True, "DDPM: sample the next, less noisy step from the posterior given the "
+                                       "predicted clean image (Ho et al. 2020)."),
+    "ddim": SamplerSpec(ddim, 1, 1, False, "DDIM (Song et al. 2021): deterministic at eta = 0 (the same as Euler); "
+                                        "eta = 1 gives DDPM's noise."),
+    "lcm": SamplerSpec(lcm, 1, 0, True, "Latent consistency sampling: jump to the predicted clean image, then add "
+                                     "noise for the next level; for consistency-distilled models."),
+}

@@ -1,0 +1,174 @@
+"""Karras et al. (2022, "Elucidating the Design Space of Diffusion-Based Generative Models") ODE samplers:
+Euler, Heun and a DPM-Solver-2-style midpoint step, each with the optional "churn" of Algorithm 2, their
+ancestral variants (Song et al. 2021), and Heun++ (heunpp2).
+
+All of them integrate the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma of an EDM / variance
+exploding denoiser D. Churn (Algorithm 2, lines 4-6) first raises the noise level from sigma to
+sigma_hat = sigma (1 + gamma) by adding fresh noise, gamma = min(s_churn / N, sqrt(2) - 1) inside
+[s_tmin, s_tmax], then takes the ODE step from sigma_hat.
+"""
+import torch
+
+from .common import SamplerSpec, ancestral_step, report, seeded_noise_sampler, split_extra_args, to_d
+
+
+def _setup(x, extra_args, noise_sampler):
+    extra_args, seed = split_extra_args(extra_args)
+    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
+    return extra_args, noise_sampler, x.new_ones([x.shape[0]])
+
+
+def churn(x, sigma, steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler):
+    """Algorithm 2, lines 4-6: return x at sigma_hat = sigma (1 + gamma) and sigma_hat (x unchanged when gamma = 0).
+
+    The noise comes from noise_sampler(sigma_hat, sigma), the interval it bridges."""
+    gamma = min(s_churn / steps, 2**0.5 - 1) if s_churn > 0 and s_tmin <= sigma <= s_tmax else 0.0
+    sigma_hat = sigma * (gamma + 1)
+    if gamma > 0:
+        x = x + noise_sampler(sigma_hat, sigma) * s_noise * (sigma_hat**2 - sigma**2) ** 0.5
+    return x, sigma_hat
+
+
+def heun_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
+    """Algorithm 1, lines 5-8: Heun's trapezoidal step from sigma to sigma_next given d_cur = dx/dsigma at (x, sigma)."""
+    h = sigma_next - sigma
+    x_next = x + h * d_cur
+    if sigma_next == 0:
+        return x_next  # Euler to sigma = 0: the correction would divide by zero
+    d_prime = to_d(x_next, sigma_next, model(x_next, sigma_next * s_in, **extra_args))
+    return x + h * (d_cur + d_prime) / 2
+
+
+@torch.no_grad()
+def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
+          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """Karras et al. 2022, Algorithm 2 with first-order (Euler) steps."""
+    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        d_cur = to_d(x, sigma_hat, denoised)
+        report(callback, i, x, sigmas[i], sigma_hat, denoised)
+        x = x + (sigmas[i + 1] - sigma_hat) * d_cur
+    return x
+
+
+@torch.no_grad()
+def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
+         s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """Karras et al. 2022, Algorithm 2 (Heun's second-order steps; Euler for the last step to sigma = 0)."""
+    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        d_cur = to_d(x, sigma_hat, denoised)
+        report(callback, i, x, sigmas[i], sigma_hat, denoised)
+        x = heun_step(model, x, sigma_hat, sigmas[i + 1], d_cur, s_in, extra_args)
+    return x
+
+
+@torch.no_grad()
+def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
+          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """Karras et al. 2022, Algorithm 2 with a DPM-Solver-2 step: the slope at the log-sigma midpoint drives the whole step."""
+    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        d_cur = to_d(x, sigma_hat, denoised)
+        report(callback, i, x, sigmas[i], sigma_hat, denoised)
+        x = _midpoint_step(model, x, sigma_hat, sigmas[i + 1], d_cur, s_in, extra_args)
+    return x
+
+
+def _midpoint_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
+    """x + (sigma_next - sigma) d(x_mid, sigma_mid), sigma_mid = sqrt(sigma sigma_next) (Euler when sigma_next = 0)."""
+    if sigma_next == 0:
+        return x + (sigma_next - sigma) * d_cur
+    sigma_mid = (sigma * sigma_next) ** 0.5
+    x_mid = x + (sigma_mid - sigma) * d_cur
+    d_mid = to_d(x_mid, sigma_mid, model(x_mid, sigma_mid * s_in, **extra_args))
+    return x + (sigma_next - sigma) * d_mid
+
+
+@torch.no_grad()
+def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                    noise_sampler=None):
+    """Ancestral sampling (Song et al. 2021) with Euler steps down to sigma_down, then fresh noise sigma_up."""
+    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * s_in, **extra_args)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        report(callback, i, x, sigma, sigma, denoised)
+        if sigma_down == 0:
+            x = denoised  # an Euler step to sigma = 0 lands on the denoised estimate
+        else:
+            x = x + (sigma_down - sigma) * to_d(x, sigma, denoised)
+        if sigma_up > 0:
+            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+    return x
+
+
+@torch.no_grad()
+def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                    noise_sampler=None):
+    """Ancestral sampling (Song et al. 2021) with DPM-Solver-2 midpoint steps down to sigma_down, then noise sigma_up."""
+    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * s_in, **extra_args)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        report(callback, i, x, sigma, sigma, denoised)
+        x = _midpoint_step(model, x, sigma, sigma_down, to_d(x, sigma, denoised), s_in, extra_args)
+        if sigma_up > 0:
+            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+    return x
+
+
+@torch.no_grad()
+def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
+            s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """Heun++ (Carzit, sd-webui-samplers-scheduler): slopes at sigma_i, sigma_i+1, sigma_i+2 averaged with weights sigma / (3 sigma_0)."""
+    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    steps = len(sigmas) - 1
+    sigma_end, sigma_start = sigmas[-1], sigmas[0]
+    for i in range(steps):
+        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        d_cur = to_d(x, sigma_hat, denoised)
+        report(callback, i, x, sigmas[i], sigma_hat, denoised)
+        h = sigmas[i + 1] - sigma_hat
+        if sigmas[i + 1] == sigma_end:  # last step: Euler
+            x = x + h * d_cur
+            continue
+        x_2 = x + h * d_cur  # Euler predictor to sigma_i+1
+        d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1] * s_in, **extra_args))
+        if sigmas[i + 2] == sigma_end:  # second to last step: two slopes
+            w_2 = sigmas[i + 1] / (2 * sigma_start)
+            x = x + h * ((1 - w_2) * d_cur + w_2 * d_2)
+            continue
+        x_3 = x_2 + (sigmas[i + 2] - sigmas[i + 1]) * d_2  # a second Euler predictor, on to sigma_i+2
+        d_3 = to_d(x_3, sigmas[i + 2], model(x_3, sigmas[i + 2] * s_in, **extra_args))
+        w_2, w_3 = sigmas[i + 1] / (3 * sigma_start), sigmas[i + 2] / (3 * sigma_start)
+        x = x + h * ((1 - w_2 - w_3) * d_cur + w_2 * d_2 + w_3 * d_3)
+    return x
+
+
+SPECS = {
+    "euler": SamplerSpec(euler, 1, 1, False, "Euler steps on the probability-flow ODE (Karras et al. 2022, Alg. 2); "
+                                          "s_churn adds fresh noise before each step."),
+    "euler_ancestral": SamplerSpec(euler_ancestral, 1, 1, True, "Euler step to a lower noise level, then fresh noise "
+                                                              "back up to the next one (ancestral sampling)."),
+    "heun": SamplerSpec(heun, 2, 2, False, "Heun's second-order steps (Karras et al. 2022, Alg. 1/2): Euler "
+                                        "predictor, trapezoidal corrector; two model calls per step."),
+    "heunpp2": SamplerSpec(heunpp2, 3, 1, False, "Heun++: averages slopes at up to three noise levels, weighted "
+                                              "towards plain Euler as the noise falls; up to three calls per step."),
+    "dpm_2": SamplerSpec(dpm_2, 2, 2, False, "DPM-Solver-2-style midpoint steps: the slope at the geometric mean "
+                                          "of the two noise levels drives each step."),
+    "dpm_2_ancestral": SamplerSpec(dpm_2_ancestral, 2, 2, True, "DPM-Solver-2 midpoint steps to a lower noise "
+                                                              "level, then fresh noise (ancestral sampling)."),
+}
