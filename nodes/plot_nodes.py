@@ -1,8 +1,9 @@
-"""Views of schedules: Plot Sigmas draws noise level against step as an IMAGE."""
+"""View nodes: Plot Sigmas draws noise level against step, Image Grid puts pictures side by side."""
 import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..views.grid import image_grid
 from ..views.plot import plot_sigmas
 
 CATEGORY = "diffusion_blocks/views"
@@ -36,8 +37,36 @@ class PlotSigmas(io.ComfyNode):
                 raise ValueError(f"sigmas_{i}: the schedule is empty; nothing to plot")
         picture = plot_sigmas([s.detach().float().cpu().numpy() for _, s in inputs], legend,
                               width=width, height=height, log_scale=log_scale)
-        pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]
-        return io.NodeOutput(pixels)
+        return io.NodeOutput(to_image_tensor(picture))
 
 
-PLOT_NODES = [PlotSigmas]
+class ImageGrid(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        optional = [io.Image.Input(f"images_{i}", optional=True, tooltip=f"Optional images number {i}, placed after the others.")
+                    for i in range(2, MAX_SERIES + 1)]
+        return io.Schema(
+            node_id="DB_ImageGrid", display_name="Image Grid", category=CATEGORY,
+            description="Put images side by side with a caption under each, e.g. the same prompt through four samplers.",
+            inputs=[io.Image.Input("images_1", tooltip="Images (every image of the batch gets a cell)."), *optional,
+                    io.String.Input("captions", default="", tooltip="Captions separated by commas, one per image in order."),
+                    io.Int.Input("columns", default=0, min=0, max=64, tooltip="Cells per row (0: all on one row)."),
+                    io.Int.Input("cell_size", default=256, min=0, max=2048, step=8,
+                                 tooltip="Cell size in pixels; small images are enlarged with sharp pixels (0: largest image's size).")],
+            outputs=[io.Image.Output(display_name="grid", tooltip="The grid as one image.")])
+
+    @classmethod
+    def execute(cls, images_1, captions, columns, cell_size, images_2=None, images_3=None, images_4=None):
+        batches = [b for b in (images_1, images_2, images_3, images_4) if b is not None]
+        pictures = [image.detach().float().cpu().numpy() for batch in batches for image in batch]
+        names = [c.strip() for c in captions.split(",")] if captions.strip() else []
+        grid = image_grid(pictures, names, columns=columns, cell_size=cell_size)
+        return io.NodeOutput(to_image_tensor(grid))
+
+
+def to_image_tensor(picture):
+    """A PIL picture as ComfyUI's IMAGE: (1, H, W, 3) float32 in [0, 1]."""
+    return torch.from_numpy(np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+PLOT_NODES = [PlotSigmas, ImageGrid]

@@ -25,6 +25,10 @@ class WorkflowError(RuntimeError):
     """ComfyUI refused a workflow or failed while running it; the message is ComfyUI's."""
 
 
+class WorkflowInterrupted(RuntimeError):
+    """The workflow was stopped (POST /interrupt, the Stop button) before it finished."""
+
+
 def comfyui_root():
     """ComfyUI's folder as recorded by scripts/setup.py, or $COMFYUI_PATH."""
     if os.environ.get("COMFYUI_PATH"):
@@ -79,7 +83,10 @@ class ComfyServer:
 
     def start(self, timeout=180):
         log = open(self.log_path, "w")
-        self.process = subprocess.Popen(self.command(), cwd=comfyui_root(), stdout=log,
+        # Idle OpenMP threads sleep instead of spinning: on a small shared machine spinning threads
+        # of several processes slowed each U-Net step several-fold.
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        self.process = subprocess.Popen(self.command(), cwd=comfyui_root(), stdout=log, env=env,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -131,7 +138,7 @@ class ComfyServer:
                                          timeout=timeout)
         try:
             prompt_id = self.queue(workflow)
-            error = None
+            error = interrupted = None
             while True:
                 frame = ws.recv()
                 if not isinstance(frame, str):
@@ -144,6 +151,8 @@ class ComfyServer:
                     on_message(message)
                 if message["type"] == "execution_error":
                     error = data
+                if message["type"] == "execution_interrupted":
+                    interrupted = data
                 if message["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
                     break
                 if message["type"] in ("execution_error", "execution_interrupted"):
@@ -153,13 +162,23 @@ class ComfyServer:
         history = self.get(f"/history/{prompt_id}").get(prompt_id, {})
         if error:
             raise WorkflowError(f"{error.get('node_type')}: {error.get('exception_message')}")
+        if interrupted:
+            raise WorkflowInterrupted(f"interrupted at node {interrupted.get('node_id')} ({interrupted.get('node_type')})")
         return history
+
+    def interrupt(self):
+        """What the Stop button does: POST /interrupt."""
+        self.post("/interrupt", {})
 
     def output_images(self, history):
         """Paths of the images a finished prompt wrote, in node then batch order."""
+        return self.output_files(history, "images")
+
+    def output_files(self, history, kind):
+        """Paths of the files of one kind ("images", "latents", ...) that a finished prompt saved."""
         paths = []
         for node_output in history.get("outputs", {}).values():
-            for image in node_output.get("images", []):
-                if image.get("type") == "output":
-                    paths.append(self.output_dir / image.get("subfolder", "") / image["filename"])
+            for item in node_output.get(kind, []):
+                if item.get("type") == "output":
+                    paths.append(self.output_dir / item.get("subfolder", "") / item["filename"])
         return paths

@@ -5,4 +5,4 @@ from .paths import PACK_ROOT
 
 sys.path.insert(0, str(PACK_ROOT / "scripts"))
 
-from comfyui_server import ComfyServer, WorkflowError  # noqa: E402,F401
+from comfyui_server import ComfyServer, WorkflowError, WorkflowInterrupted  # noqa: E402,F401

@@ -29,12 +29,19 @@ def test_karras_node_equals_comfyui_karras_node(pack_nodes):
 @pytest.mark.parametrize("schedule", ["simple", "sgm_uniform", "normal", "ddim_uniform"])
 @pytest.mark.parametrize("denoise", [1.0, 0.6])
 @pytest.mark.parametrize("sampling", ["sd1_sampling", "flow_sampling"])
-def test_table_schedule_from_a_native_model_equals_basic_scheduler(pack_nodes, native_model, request, schedule, denoise, sampling):
+def test_table_schedule_from_a_native_model_equals_comfyui(pack_nodes, native_model, request, schedule, denoise, sampling):
+    """denoise 1: the whole schedule, as ComfyUI's KSampler computes it (calculate_sigmas); denoise < 1:
+    the last steps + 1 levels of a longer schedule, as ComfyUI's BasicScheduler does."""
+    import comfy.samplers
     from comfy_extras.nodes_custom_sampler import BasicScheduler
 
-    model = native_model(request.getfixturevalue(sampling))
+    model_sampling = request.getfixturevalue(sampling)
+    model = native_model(model_sampling)
     ours, = run_node(pack_nodes["DB_TimestepSpacingSchedule"], schedule=schedule, steps=15, denoise=denoise, model=model)
-    theirs, = BasicScheduler.execute(model=model, scheduler=schedule, steps=15, denoise=denoise).result
+    if denoise == 1.0:
+        theirs = comfy.samplers.calculate_sigmas(model_sampling, schedule, 15)
+    else:
+        theirs, = BasicScheduler.execute(model=model, scheduler=schedule, steps=15, denoise=denoise).result
     torch.testing.assert_close(ours, theirs.float(), rtol=1e-5, atol=1e-7)
 
 
