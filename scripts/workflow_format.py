@@ -20,6 +20,11 @@ def widget_names(node_info):
     return names
 
 
+def has_seed_control(spec):
+    """The canvas adds a 'control after generate' value right after seed widgets."""
+    return spec[0] == "INT" and len(spec) > 1 and bool(spec[1].get("control_after_generate"))
+
+
 def api_to_ui(api, object_info):
     """A UI-format workflow with the same nodes, links and widget values as `api`."""
     ids = {key: int(key) for key in api}
@@ -47,7 +52,10 @@ def api_to_ui(api, object_info):
                     links.append([link_id, ids[origin], slot, ids[key], len(inputs), info["input"][group][name][0]])
                     inputs.append({"name": name, "type": info["input"][group][name][0], "link": link_id})
                 elif name in widget_names(info):
-                    widgets.append(value if value is not None else info["input"][group][name][1].get("default"))
+                    spec = info["input"][group][name]
+                    widgets.append(value if value is not None else spec[1].get("default"))
+                    if has_seed_control(spec):
+                        widgets.append("fixed")
         outputs = [{"name": info["output_name"][i], "type": kind, "links": []} for i, kind in enumerate(info["output"])]
         nodes.append({"id": ids[key], "type": node["class_type"], "pos": [40 + 380 * column, 40 + 260 * row],
                       "size": [340, 200], "flags": {}, "order": 0, "mode": 0, "inputs": inputs,
@@ -70,7 +78,12 @@ def ui_to_api(ui, object_info):
     for node in ui["nodes"]:
         info = object_info[node["type"]]
         inputs = {i["name"]: list(link_origin[i["link"]]) for i in node.get("inputs", []) if i.get("link") is not None}
-        inputs.update(zip(widget_names(info), node.get("widgets_values", [])))
+        values = iter(node.get("widgets_values", []))
+        for name in widget_names(info):
+            inputs[name] = next(values)
+            spec = info["input"]["required"].get(name) or info["input"].get("optional", {})[name]
+            if has_seed_control(spec):
+                next(values)  # 'fixed', 'randomize', ...
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return api
 

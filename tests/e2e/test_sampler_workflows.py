@@ -107,3 +107,29 @@ def test_non_finite_sigmas_are_refused_where_they_are_typed(comfy_server, checkp
 def test_an_unknown_sampler_name_is_refused_before_running(comfy_server, checkpoint):
     with pytest.raises(WorkflowError, match="eulr"):
         comfy_server.run(text_to_image(checkpoint, ours("eulr")))
+
+
+def test_compare_samplers_example_puts_four_samplers_side_by_side(comfy_server, checkpoint):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from harness.paths import PACK_ROOT
+
+    workflow = json.loads((PACK_ROOT / "example_workflows" / "api" / "compare_samplers.json").read_text())
+    workflow["1"]["inputs"]["ckpt_name"] = checkpoint
+    workflow["4"]["inputs"].update(width=64, height=64)
+    for node in workflow.values():  # the same budget of model calls, scaled down for the CPU
+        if node["class_type"] == "DB_KarrasSchedule":
+            node["inputs"]["steps"] //= 5
+    workflow["50"]["inputs"]["cell_size"] = 128
+    grid, = comfy_server.output_images(comfy_server.run(workflow))
+    pixels = np.asarray(Image.open(grid).convert("RGB"), dtype=np.float32)
+    padding, cell = 8, 128
+    assert pixels.shape[1] == padding + 4 * (cell + padding)
+    cells = [pixels[padding:padding + cell, padding + k * (cell + padding):padding + k * (cell + padding) + cell] for k in range(4)]
+    for k in range(4):
+        assert cells[k].std() > 5, f"cell {k} is not blank"
+        for j in range(k):
+            assert np.abs(cells[k] - cells[j]).mean() > 1, f"samplers {j} and {k} gave the same picture"

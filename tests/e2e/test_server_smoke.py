@@ -38,5 +38,9 @@ def test_every_node_of_the_pack_is_in_object_info(comfy_server, pack_nodes):
 
 
 def test_example_workflows_are_offered_as_templates(comfy_server):
+    from harness.paths import PACK_ROOT
+
     templates = comfy_server.get("/workflow_templates")
-    assert "schedule_comparison" in templates.get(PACK_NAME, [])
+    examples = {path.stem for path in (PACK_ROOT / "example_workflows").glob("*.json")}
+    assert {"schedule_comparison", "compare_samplers"} <= examples
+    assert set(templates.get(PACK_NAME, [])) == examples
