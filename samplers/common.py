@@ -23,6 +23,13 @@ def split_extra_args(extra_args):
     return extra_args, seed
 
 
+def prepare(x, extra_args, noise_sampler=None):
+    """A sampler's start: the model's arguments (seed removed), the noise source, and ones to broadcast sigma."""
+    extra_args, seed = split_extra_args(extra_args)
+    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
+    return extra_args, noise_sampler, x.new_ones([x.shape[0]])
+
+
 def seeded_noise_sampler(x, seed):
     """Gaussian noise like `x` drawn from a CPU generator, so one seed gives the same noise on any device."""
     generator = torch.Generator(device="cpu")

@@ -7,19 +7,13 @@ sigma_next = sigma_{t-1}; no beta table is needed: only the ratio of the two noi
 """
 import torch
 
-from .common import SamplerSpec, report, seeded_noise_sampler, split_extra_args
-
-
-def _setup(x, extra_args, noise_sampler):
-    extra_args, seed = split_extra_args(extra_args)
-    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
-    return extra_args, noise_sampler, x.new_ones([x.shape[0]])
+from .common import SamplerSpec, prepare, report
 
 
 @torch.no_grad()
 def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2, posterior variance beta_tilde): draw x_next ~ q(x_next | x, x0 = D)."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
@@ -34,7 +28,7 @@ def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_s
 @torch.no_grad()
 def ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0, s_noise=1.0, noise_sampler=None):
     """DDIM (Song et al. 2021, eq. 12): predicted x0, the direction pointing to x_t, and noise sigma_t(eta); eta = 0 is deterministic."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
@@ -51,7 +45,7 @@ def ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0
 @torch.no_grad()
 def lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """Latent consistency model multistep sampling (Luo et al. 2023, Algorithm 1): jump to D, then re-noise to sigma_next."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)

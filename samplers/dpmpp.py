@@ -14,7 +14,7 @@ lambda = log((1 - sigma) / sigma) when it can read the model's sampling type).
 """
 import torch
 
-from .common import SamplerSpec, ancestral_step, report, seeded_noise_sampler, split_extra_args
+from .common import SamplerSpec, ancestral_step, prepare, report
 
 
 def _sigma(lam):
@@ -25,17 +25,11 @@ def _lam(sigma):
     return sigma.log().neg()
 
 
-def _setup(x, extra_args, noise_sampler):
-    extra_args, seed = split_extra_args(extra_args)
-    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
-    return extra_args, noise_sampler, x.new_ones([x.shape[0]])
-
-
 @torch.no_grad()
 def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                        noise_sampler=None):
     """DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1, r = 1/2) to sigma_down, then ancestral noise to sigma_next."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
@@ -59,7 +53,7 @@ def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable
 def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
               noise_sampler=None, r=1 / 2):
     """Stochastic DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1, stage at lambda + r h), noise at both stages."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     noisy = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -91,7 +85,7 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, et
 @torch.no_grad()
 def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second-order multistep on the last two denoised estimates."""
-    extra_args, _, s_in = _setup(x, extra_args, None)
+    extra_args, _, s_in = prepare(x, extra_args, None)
     denoised_prev = None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -131,7 +125,7 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
     """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's SDE form): 2M with eta-scaled noise, midpoint or heun."""
     if solver_type not in ("midpoint", "heun"):
         raise ValueError("solver_type must be 'midpoint' or 'heun'")
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     denoised_prev, h_prev = None, None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -157,7 +151,7 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
 def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                  noise_sampler=None):
     """DPM-Solver++(3M) SDE (Lu et al. 2022; k-diffusion's SDE form): three-point multistep, eta-scaled noise."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     denoised_1, denoised_2, h_1, h_2 = None, None, None, None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]

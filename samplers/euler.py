@@ -9,13 +9,7 @@ sigma_hat = sigma (1 + gamma) by adding fresh noise, gamma = min(s_churn / N, sq
 """
 import torch
 
-from .common import SamplerSpec, ancestral_step, report, seeded_noise_sampler, split_extra_args, to_d
-
-
-def _setup(x, extra_args, noise_sampler):
-    extra_args, seed = split_extra_args(extra_args)
-    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
-    return extra_args, noise_sampler, x.new_ones([x.shape[0]])
+from .common import SamplerSpec, ancestral_step, prepare, report, to_d
 
 
 def churn(x, sigma, steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler):
@@ -43,7 +37,7 @@ def heun_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
 def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
           s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Karras et al. 2022, Algorithm 2 with first-order (Euler) steps."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     steps = len(sigmas) - 1
     for i in range(steps):
         x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
@@ -58,7 +52,7 @@ def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_chur
 def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Karras et al. 2022, Algorithm 2 (Heun's second-order steps; Euler for the last step to sigma = 0)."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     steps = len(sigmas) - 1
     for i in range(steps):
         x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
@@ -73,7 +67,7 @@ def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn
 def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
           s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Karras et al. 2022, Algorithm 2 with a DPM-Solver-2 step: the slope at the log-sigma midpoint drives the whole step."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     steps = len(sigmas) - 1
     for i in range(steps):
         x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
@@ -98,7 +92,7 @@ def _midpoint_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
 def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                     noise_sampler=None):
     """Ancestral sampling (Song et al. 2021) with Euler steps down to sigma_down, then fresh noise sigma_up."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
@@ -117,7 +111,7 @@ def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
 def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                     noise_sampler=None):
     """Ancestral sampling (Song et al. 2021) with DPM-Solver-2 midpoint steps down to sigma_down, then noise sigma_up."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
@@ -133,7 +127,7 @@ def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
 def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
             s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Heun++ (Carzit, sd-webui-samplers-scheduler): slopes at sigma_i, sigma_i+1, sigma_i+2 averaged with weights sigma / (3 sigma_0)."""
-    extra_args, noise_sampler, s_in = _setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     steps = len(sigmas) - 1
     sigma_end, sigma_start = sigmas[-1], sigmas[0]
     for i in range(steps):

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .common import SamplerSpec, report, seeded_noise_sampler, split_extra_args
+from .common import SamplerSpec, prepare, report
 
 
 def _weight_0(z):
@@ -47,13 +47,6 @@ class _BrownianSegments:
         return self.value
 
 
-def _seeds_setup(x, extra_args, noise_sampler):
-    extra_args, seed = split_extra_args(extra_args)
-    if noise_sampler is None:
-        noise_sampler = seeded_noise_sampler(x, seed)
-    return extra_args, noise_sampler, x.new_ones([x.shape[0]])
-
-
 def _node(sigmas, i, h, c):
     """sigma at lambda_s + c h, as a tensor like the given sigmas (what a noise sampler expects)."""
     if c == 0:
@@ -67,7 +60,7 @@ def _node(sigmas, i, h, c):
 def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
             noise_sampler=None, r=0.5):
     """SEEDS-2: two-stage stochastic exponential Runge-Kutta, data prediction (Gonzalez et al. 2023)."""
-    extra_args, noise_sampler, s_in = _seeds_setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     sigmas = torch.as_tensor(sigmas)
     stochastic = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):
@@ -98,7 +91,7 @@ def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=
 def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
             noise_sampler=None, r_1=1 / 3, r_2=2 / 3):
     """SEEDS-3: three-stage stochastic exponential Runge-Kutta, data prediction (Gonzalez et al. 2023)."""
-    extra_args, noise_sampler, s_in = _seeds_setup(x, extra_args, noise_sampler)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     sigmas = torch.as_tensor(sigmas)
     stochastic = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):

@@ -68,6 +68,7 @@ class ComfyServer:
         self.client_id = uuid.uuid4().hex
         self.log_path = self.base / "server.log"
         self.process = None
+        self.startup_log = ""  # what the server printed until it answered: loading, import times
 
     @property
     def output_dir(self):
@@ -94,6 +95,7 @@ class ComfyServer:
                 raise RuntimeError(f"ComfyUI exited during start-up:\n{self.log()}")
             try:
                 self.get("/system_stats")
+                self.startup_log = self.log()
                 return self
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.2)

@@ -16,7 +16,7 @@ def import_time_seconds(log):
 
 
 def test_pack_loads_without_import_error_and_quickly(comfy_server):
-    log = comfy_server.log()
+    log = comfy_server.startup_log
     seconds, failed = import_time_seconds(log)
     assert not failed, log
     ours = [line for line in log.splitlines() if f"custom_nodes/{PACK_NAME}" in line]
