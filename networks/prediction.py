@@ -71,13 +71,18 @@ class Cond:
 
 class Denoiser(nn.Module):
     """D(x, sigma, cond, uncond, cfg): the clean-sample estimate of a network, with classifier-free guidance
-    (Ho & Salimans 2022) in one batched call and optional guidance rescaling (Lin et al. 2024, sec. 3.4)."""
+    (Ho & Salimans 2022) in one batched call and optional guidance rescaling (Lin et al. 2024, sec. 3.4).
 
-    def __init__(self, network, spec=None):
+    The network's time input is the continuous timestep of sigma; `quantize` rounds it to the nearest training
+    step, as the network saw in training and as ComfyUI's discrete models do.
+    """
+
+    def __init__(self, network, spec=None, quantize=False):
         super().__init__()
         self.network = network
         self.spec = spec or getattr(network, "trained_as", None) or TrainingSpec()
         self.schedule = self.spec.schedule()
+        self.quantize = quantize
 
     @property
     def prediction(self):
@@ -101,6 +106,7 @@ class Denoiser(nn.Module):
         """One network call: D(x, sigma) = c_skip x + c_out F(c_in x, t(sigma)); sigma is (B,)."""
         c_skip, c_out, c_in = (c.to(x.dtype)[:, None, None, None] for c in preconditioning(sigma.double(), self.prediction))
         t = self.schedule.timestep(sigma.float())
+        t = t.round() if self.quantize else t
         context, y = (_batched(v, x.shape[0]) for v in (cond.context, cond.y))
         return c_skip * x + c_out * self.network(c_in * x, t, context, y).to(x.dtype)
 
