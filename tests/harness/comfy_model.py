@@ -24,3 +24,18 @@ class ComfyModelStandIn:
 
     def __call__(self, x, sigma, **extra_args):
         return self.denoiser(x, sigma, **extra_args)
+
+
+def keyed_noise_for(shape):
+    """A noise sampler whose draw is fixed by the (rounded) pair of noise levels, so two samplers that
+    step through the same levels draw the same noise whatever their call order."""
+    import math
+
+    import torch
+
+    def keyed_noise(sigma, sigma_next):
+        key = round(1000 * math.log(float(sigma))) * 100003 + round(1000 * math.log(max(float(sigma_next), 1e-30)))
+        generator = torch.Generator().manual_seed(key % (2**62))
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    return keyed_noise

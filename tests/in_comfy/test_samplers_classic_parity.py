@@ -1,15 +1,16 @@
 """The classic samplers (Euler/Heun family, linear multistep, DDPM/DDIM/LCM, Restart) give ComfyUI 0.3.75's
 results on the same denoiser, sigmas and noise; where they differ on purpose, the difference is pinned here."""
-import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from diffusion_blocks.samplers import discrete, euler, multistep, restart
+from harness.comfy_model import ComfyModelStandIn as Reference
+from harness.comfy_model import keyed_noise_for
 from harness.gmm import GaussianMixture
 
 BATCH, DIM = 3, 8
+keyed_noise = keyed_noise_for((BATCH, DIM))
 SPECS = {**euler.SPECS, **multistep.SPECS, **discrete.SPECS, **restart.SPECS}
 
 
@@ -23,27 +24,6 @@ def kd(comfy):
 @pytest.fixture(scope="module")
 def sigmas(kd):
     return kd.get_sigmas_karras(10, 0.03, 14.6)  # float32, ends in 0
-
-
-class Reference:
-    """Callable stand-in for ComfyUI's KSamplerX0Inpaint wrapper: lcm reads model_sampling.noise_scaling, the
-    ancestral samplers check it is not CONST; an EPS model sampling gives the EDM / VP branches."""
-
-    def __init__(self, denoiser):
-        import comfy.model_sampling
-
-        self.denoiser = denoiser
-        self.inner_model = SimpleNamespace(inner_model=SimpleNamespace(model_sampling=comfy.model_sampling.EPS()))
-
-    def __call__(self, x, sigma, **extra_args):
-        return self.denoiser(x, sigma)
-
-
-def keyed_noise(sigma, sigma_next):
-    """Noise fixed by the (rounded) pair of noise levels, so both sides draw the same whatever their call order."""
-    key = round(1000 * math.log(float(sigma))) * 100003 + round(1000 * math.log(max(float(sigma_next), 1e-30)))
-    generator = torch.Generator().manual_seed(key % (2**62))
-    return torch.randn(BATCH, DIM, generator=generator, dtype=torch.float64)
 
 
 def start(sigma_max):

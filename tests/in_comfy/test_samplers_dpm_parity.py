@@ -1,14 +1,14 @@
 """DPM-Solver and DPM-Solver++ samplers give ComfyUI 0.3.75's results on the same denoiser, sigmas and noise."""
-import math
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from diffusion_blocks.samplers import dpm_solver, dpmpp
+from harness.comfy_model import ComfyModelStandIn as Reference
+from harness.comfy_model import keyed_noise_for
 from harness.gmm import GaussianMixture
 
 BATCH, DIM = 3, 8
+keyed_noise = keyed_noise_for((BATCH, DIM))
 
 
 @pytest.fixture(scope="module")
@@ -21,26 +21,6 @@ def kd(comfy):
 @pytest.fixture(scope="module")
 def sigmas(kd):
     return kd.get_sigmas_karras(10, 0.03, 14.6)  # float32, ends in 0
-
-
-class Reference:
-    """Callable stand-in for ComfyUI's KSamplerX0Inpaint wrapper."""
-
-    def __init__(self, denoiser):
-        self.denoiser = denoiser
-        model_sampling = SimpleNamespace()  # not comfy.model_sampling.CONST: the VP/EDM branches are taken
-        self.inner_model = SimpleNamespace(inner_model=SimpleNamespace(model_sampling=model_sampling),
-                                           model_patcher=SimpleNamespace(get_model_object=lambda name: model_sampling))
-
-    def __call__(self, x, sigma, **extra_args):
-        return self.denoiser(x, sigma)
-
-
-def keyed_noise(sigma, sigma_next):
-    """Noise fixed by the (rounded) pair of noise levels, so both sides draw the same whatever their call order."""
-    key = round(1000 * math.log(float(sigma))) * 100003 + round(1000 * math.log(max(float(sigma_next), 1e-30)))
-    generator = torch.Generator().manual_seed(key % (2**62))
-    return torch.randn(BATCH, DIM, generator=generator, dtype=torch.float64)
 
 
 def start(sigma_max):
