@@ -1,0 +1,211 @@
+"""Loading CLIP text encoders from the files people have: any key naming, any container, the family from shapes.
+
+Files hold CLIP text towers under many names: single-file checkpoints (`cond_stage_model.transformer.*`
+in SD1.x, `cond_stage_model.model.*` in SD2.x, `conditioner.embedders.N.*` in SDXL), standalone text
+encoders (ComfyUI's `text_encoders`/`clip` folders: clip_l, clip_g, ...), Hugging Face names
+(`text_model.encoder.layers.N.self_attn.q_proj`) and OpenCLIP names (`transformer.resblocks.N.attn.in_proj`).
+Every tower is found by its token embedding, renamed to this pack's layout, and its architecture read
+from its width; the family (sd1, sd2, sdxl, sdxl_refiner) follows from the towers found.
+"""
+import re
+from pathlib import Path
+
+import torch
+
+from .clip_text import ARCHITECTURE_NAMES, ARCHITECTURES, ClipTextConfig, ClipTextTransformer
+from .text_encoder import FAMILIES, TextEncoder
+from .weights import SAFETENSORS_SUFFIXES, WeightFileError, read_state_dict
+
+HF_MARK, OPENCLIP_MARK = "embeddings.token_embedding.weight", "token_embedding.weight"
+HEAD_WIDTH = 64  # all of CLIP's text towers use 64-wide attention heads
+
+# (pattern, replacement) from each naming to this pack's; keys that match none are not part of the tower.
+HF_NAMES = (
+    (r"^embeddings\.token_embedding\.weight$", "token_embedding.weight"),
+    (r"^embeddings\.position_embedding\.weight$", "position_embedding"),
+    (r"^encoder\.layers\.(\d+)\.layer_norm1\.", r"blocks.\1.attn_norm."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.", r"blocks.\1.attn.\2."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"blocks.\1.attn.out."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm2\.", r"blocks.\1.mlp_norm."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.(fc[12])\.", r"blocks.\1.mlp.\2."),
+    (r"^final_layer_norm\.", "final_norm."),
+)
+OPENCLIP_NAMES = (
+    (r"^token_embedding\.weight$", "token_embedding.weight"),
+    (r"^positional_embedding$", "position_embedding"),
+    (r"^transformer\.resblocks\.(\d+)\.ln_1\.", r"blocks.\1.attn_norm."),
+    (r"^transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)$", r"blocks.\1.attn.qkv.\2"),
+    (r"^transformer\.resblocks\.(\d+)\.attn\.out_proj\.", r"blocks.\1.attn.out."),
+    (r"^transformer\.resblocks\.(\d+)\.ln_2\.", r"blocks.\1.mlp_norm."),
+    (r"^transformer\.resblocks\.(\d+)\.mlp\.c_fc\.", r"blocks.\1.mlp.fc1."),
+    (r"^transformer\.resblocks\.(\d+)\.mlp\.c_proj\.", r"blocks.\1.mlp.fc2."),
+    (r"^ln_final\.", "final_norm."),
+)
+# What a file holds when it holds no CLIP text tower: a hint for the error message.
+OTHER_CONTENTS = (
+    ("encoder.block.", "a T5 encoder"), ("model.diffusion_model.", "a diffusion model (U-Net)"),
+    ("input_blocks.", "a U-Net"), ("double_blocks.", "a Flux transformer"), ("decoder.conv_in.", "a VAE"),
+    ("vision_model.", "a CLIP vision tower"), ("visual.", "an OpenCLIP vision tower"), ("lora_", "a LoRA"),
+)
+
+
+def load_text_encoder(source, family="auto", dtype=torch.float32, device="cpu"):
+    """A TextEncoder from a weight file, a state dict, or a list of them (e.g. clip_l + clip_g for SDXL).
+
+    family: 'auto' (from the towers found), or one of FAMILIES to force it (e.g. for reduced-width models).
+    """
+    sources = source if isinstance(source, (list, tuple)) else [source]
+    found = []
+    for item in sources:
+        name = Path(item).name if isinstance(item, (str, Path)) else "state dict"
+        state_dict = _read_text_tensors(item) if isinstance(item, (str, Path)) else item
+        towers = find_towers(state_dict, name)
+        found += [(name, prefix, naming, state_dict) for prefix, naming in towers]
+    if family not in ("auto", *FAMILIES):
+        raise ValueError(f"family {family!r}: expected 'auto' or one of {', '.join(FAMILIES)}")
+    converted = [(name, prefix, convert_tower(state_dict, prefix, naming)) for name, prefix, naming, state_dict in found]
+    widths = [tower["token_embedding.weight"].shape[1] for _, _, tower in converted]
+    chosen = FAMILIES[family] if family != "auto" else FAMILIES[_family_from_widths(widths, converted)]
+    if len(chosen.towers) != len(converted):
+        raise WeightFileError(f"{chosen.name} needs {len(chosen.towers)} text tower(s) "
+                              f"({', '.join(ARCHITECTURE_NAMES[u.architecture] for u in chosen.towers)}); "
+                              f"found {len(converted)}: {_listing(converted)}")
+    towers = {}
+    for use, (name, prefix, tower) in zip(chosen.towers, sorted(converted, key=lambda c: c[2]["token_embedding.weight"].shape[1])):
+        config = tower_config(tower, use.architecture, f"{name} [{prefix or 'no prefix'}]")
+        if chosen.pooled_from == use.name and chosen.pooled_projected and not config.projection:
+            raise WeightFileError(f"{name}: {chosen.name} needs the text projection of {ARCHITECTURE_NAMES[use.architecture]}, "
+                                  f"which this file lacks")
+        towers[use.name] = build_tower(config, tower, dtype, device, name)
+    return TextEncoder(chosen, towers)
+
+
+def _read_text_tensors(path):
+    """The tensors of the text towers only: a checkpoint's U-Net and VAE are never read (safetensors)."""
+    path = Path(path)
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES or not path.is_file():
+        return read_state_dict(path)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+            prefixes = [prefix for prefix, _ in find_towers(dict.fromkeys(keys), path.name)]
+            wanted = [k for k in keys if any(k.startswith(_tower_root(p)) for p in prefixes)]
+            return {key: handle.get_tensor(key) for key in wanted}
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise WeightFileError(f"{path.name}: not a readable .safetensors file (truncated or corrupt?): {error}") from None
+
+
+def find_towers(state_dict, name="state dict"):
+    """[(prefix, 'hf' | 'openclip')] of every CLIP text tower in the keys; a clear error when there is none."""
+    towers = []
+    for key in state_dict:
+        if key.endswith(HF_MARK):
+            towers.append((key[: -len(HF_MARK)], "hf"))
+        elif key.endswith(OPENCLIP_MARK) and f"{key[: -len(OPENCLIP_MARK)]}transformer.resblocks.0.ln_1.weight" in state_dict:
+            towers.append((key[: -len(OPENCLIP_MARK)], "openclip"))
+    if not towers:
+        hints = sorted({hint for mark, hint in OTHER_CONTENTS if any(mark in key for key in state_dict)})
+        holds = f"; it seems to hold {', '.join(hints)}" if hints else ""
+        sample = ", ".join(list(state_dict)[:3]) or "no tensors"
+        raise WeightFileError(f"{name}: no CLIP text encoder found (no '*{HF_MARK}' or OpenCLIP "
+                              f"'*{OPENCLIP_MARK}' keys){holds}; first keys: {sample}")
+    return sorted(towers)
+
+
+def _tower_root(prefix):
+    """Where a tower's keys live: HF keeps text_projection beside text_model., so one level up."""
+    return prefix[: -len("text_model.")] if prefix.endswith("text_model.") else prefix
+
+
+def convert_tower(state_dict, prefix, naming):
+    """The tower's tensors under this pack's names (q, k, v fused; OpenCLIP's projection transposed)."""
+    rules = HF_NAMES if naming == "hf" else OPENCLIP_NAMES
+    tower = {}
+    for key, value in state_dict.items():
+        if not key.startswith(prefix):
+            continue
+        for pattern, replacement in rules:
+            renamed, count = re.subn(pattern, replacement, key[len(prefix):])
+            if count:
+                tower[renamed] = value
+                break
+    if naming == "hf":
+        for layer in sorted({int(k.split(".")[1]) for k in tower if ".attn.q." in k}):
+            for kind in ("weight", "bias"):
+                parts = [tower.pop(f"blocks.{layer}.attn.{p}.{kind}", None) for p in "qkv"]
+                if all(p is not None for p in parts):
+                    tower[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat(parts)
+        projection = state_dict.get(_tower_root(prefix) + "text_projection.weight")
+    else:
+        projection = state_dict.get(prefix + "text_projection")
+        projection = projection.T if projection is not None else None
+    if projection is not None:
+        tower["projection.weight"] = projection
+    if "position_embedding" in tower:
+        tower["position_embedding"] = tower["position_embedding"].reshape(-1, tower["position_embedding"].shape[-1])
+    return tower
+
+
+def tower_config(tower, architecture, where):
+    """The tower's ClipTextConfig read from its shapes; activation and head count from its architecture."""
+    try:
+        vocabulary, width = tower["token_embedding.weight"].shape
+        positions = tower["position_embedding"].shape[0]
+        layers = 1 + max(int(k.split(".")[1]) for k in tower if k.startswith("blocks."))
+        mlp_width = tower["blocks.0.mlp.fc1.weight"].shape[0]
+    except (KeyError, ValueError) as error:
+        raise WeightFileError(f"{where}: incomplete CLIP text tower (missing {error})") from None
+    reference = ARCHITECTURES[architecture]
+    known = _architecture_of(width)
+    if known in ARCHITECTURES and known != architecture:
+        raise WeightFileError(f"{where}: a {ARCHITECTURE_NAMES[known]} tower ({width} wide) where "
+                              f"{ARCHITECTURE_NAMES[architecture]} ({reference.width} wide) is needed")
+    heads = reference.heads if width == reference.width else width // HEAD_WIDTH
+    if width % HEAD_WIDTH:
+        raise WeightFileError(f"{where}: width {width} is not a whole number of {HEAD_WIDTH}-wide attention heads")
+    projection = tower["projection.weight"].shape[0] if "projection.weight" in tower else 0
+    return ClipTextConfig(width=width, layers=layers, heads=heads, mlp_width=mlp_width, activation=reference.activation,
+                          projection=projection, positions=positions, vocabulary=vocabulary)
+
+
+def build_tower(config, tensors, dtype, device, where):
+    """A ClipTextTransformer holding the tensors (no random initialisation: built on the meta device)."""
+    with torch.device("meta"):
+        tower = ClipTextTransformer(config)
+    expected = {k: tuple(v.shape) for k, v in tower.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    wrong = [f"{k} {tuple(tensors[k].shape)} (expected {expected[k]})" for k in expected
+             if k in tensors and tuple(tensors[k].shape) != expected[k]]
+    if missing or wrong:
+        shown = (missing[:5] + (["..."] if len(missing) > 5 else [])) + wrong[:5]
+        raise WeightFileError(f"{where}: not a complete CLIP text tower ({len(missing)} missing, {len(wrong)} misshapen): "
+                              + "; ".join(shown))
+    tensors = {k: tensors[k].to(device=device, dtype=dtype) for k in expected}
+    tower.load_state_dict(tensors, assign=True)
+    return tower.eval().requires_grad_(False)
+
+
+def _family_from_widths(widths, converted):
+    architectures = sorted(_architecture_of(width) for width in widths)
+    for name, family in FAMILIES.items():
+        if sorted(u.architecture for u in family.towers) == architectures:
+            return name
+    raise WeightFileError(f"found {_listing(converted)}: no model family this pack knows uses these text towers "
+                          f"(choose the family by hand for reduced or unusual models)")
+
+
+def _architecture_of(width):
+    for name, config in ARCHITECTURES.items():
+        if config.width == width:
+            return name
+    return f"an unknown {width}-wide tower"
+
+
+def _listing(converted):
+    described = []
+    for name, prefix, tower in converted:
+        architecture = _architecture_of(tower["token_embedding.weight"].shape[1])
+        described.append(f"{ARCHITECTURE_NAMES.get(architecture, architecture)} in {name} [{prefix or 'no prefix'}]")
+    return ", ".join(described)
