@@ -6,6 +6,7 @@ import torch
 
 from diffusion_blocks.networks.unet import PRESETS, UNet, UNetConfig
 from diffusion_blocks.networks.unet.conditioning import SIZE_EMBED_DIM, sdxl_vector
+from diffusion_blocks.networks.unet.fast import fast_unet
 from diffusion_blocks.networks.unet_loading import load_unet
 
 diffusers = pytest.importorskip("diffusers")
@@ -106,15 +107,17 @@ def test_odd_sizes_and_batch_broadcast_of_a_scalar_timestep():
         assert torch.allclose(out, unet(x, torch.full((3,), 10.0), context))
 
 
-def test_channels_last_gives_the_same_result():
+def test_channels_last_fast_path_gives_the_same_result():
     torch.manual_seed(0)
     unet = UNet(UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1), transformer_depth=(0, 1),
                            transformer_depth_output=(1, 1, 0, 0), context_dim=8, num_heads=2)).eval()
     x, context = torch.randn(2, 4, 8, 8), torch.randn(2, 3, 8)
     with torch.no_grad():
         expected = unet(x, 5.0, context)
-        fast = unet.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last), 5.0, context)
-    assert relative_error(fast, expected) <= 1e-5
+        fast = fast_unet(unet, compile=False)  # compiling takes a minute on 2 cores: the benchmark covers it
+        assert fast.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+        result = fast(x, 5.0, context)
+    assert relative_error(result, expected) <= 1e-5
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -149,3 +152,34 @@ def test_inputs_are_checked_before_the_network_runs():
         unet(torch.zeros(2, 3, 4, 4), 1.0, torch.zeros(2, 3, 8), torch.zeros(2, 6))
     with pytest.raises(ValueError, match="3 timesteps for a batch of 2"):
         unet(x, torch.zeros(3), torch.zeros(2, 3, 8), torch.zeros(2, 6))
+
+
+# The released U-Nets' diffusers configurations (their unet/config.json, the fields that differ from the defaults).
+RELEASED_DIFFUSERS = {
+    "sd1": dict(cross_attention_dim=768),
+    "sd2": dict(cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True),
+    "sdxl": dict(block_out_channels=(320, 640, 1280), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=2048,
+                 attention_head_dim=[5, 10, 20], transformer_layers_per_block=[1, 2, 10], use_linear_projection=True,
+                 addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816),
+    "sdxl_refiner": dict(block_out_channels=(384, 768, 1536, 1536), cross_attention_dim=1280, attention_head_dim=[6, 12, 24, 24],
+                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                         transformer_layers_per_block=4, use_linear_projection=True, addition_embed_type="text_time",
+                         addition_time_embed_dim=256, projection_class_embeddings_input_dim=2560),
+}
+
+
+@pytest.mark.parametrize("family", sorted(RELEASED_DIFFUSERS))
+def test_released_architectures_in_diffusers_layout_are_detected(family):
+    """Exact shapes of SD1.5, SD2.1-768-v, SDXL base and refiner as diffusers builds them, on the meta device."""
+    from diffusion_blocks.networks.unet.detect import detect_unet, diffusers_key_map
+
+    with torch.device("meta"):
+        state = diffusers.UNet2DConditionModel(**RELEASED_DIFFUSERS[family]).state_dict()
+        ours = UNet(PRESETS[family]).state_dict()
+    detected = detect_unet(state)
+    assert (detected.family, detected.layout, detected.config) == (family, "diffusers", PRESETS[family])
+    mapping = diffusers_key_map(detected.config)
+    assert sorted(mapping.values()) == sorted(state)
+    assert all(state[mapping[key]].shape == value.shape for key, value in ours.items())
