@@ -5,10 +5,12 @@ from .plot_nodes import PLOT_NODES
 from .sampler_nodes import SAMPLER_NODES
 from .schedule_nodes import SCHEDULE_NODES
 from .sigma_nodes import SIGMA_NODES
+from .text_nodes import TEXT_NODES
+from .unet_nodes import UNET_NODES
 
 
 class DiffusionBlocksExtension(ComfyExtension):
     """Registers every node of the pack with ComfyUI."""
 
     async def get_node_list(self):
-        return [*SCHEDULE_NODES, *SIGMA_NODES, *SAMPLER_NODES, *PLOT_NODES]
+        return [*SCHEDULE_NODES, *SIGMA_NODES, *SAMPLER_NODES, *UNET_NODES, *TEXT_NODES, *PLOT_NODES]
