@@ -1,0 +1,141 @@
+"""Prompts per second of our text encoders against ComfyUI 0.3.75's, full size, identical random weights.
+
+CLIP ViT-L/14 (SD1.x's, last layer) and OpenCLIP ViT-bigG/14 (SDXL's, penultimate layer, projected
+pooled output) are built at full size with the same random weights in both implementations. Each
+prompt of a fixed set (short, weighted, 3 windows) is encoded one at a time, as a node does: ours
+with TextEncoder.encode, ComfyUI's with its tokenizer's tokenize_with_weights and its model's
+encode_token_weights. ComfyUI is measured as it runs by default (weights stored in float16 on the
+CPU, computed in float32) and with float32 weights; ours computes in its weights' dtype (float32 on the
+CPU; float16 and float32 on a GPU when one is present). Outputs are checked to agree before timing.
+Writes benchmarks/results/text_encode.md. Run: .venv/bin/python benchmarks/text_encode.py [--repeats N]
+"""
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from harness.comfy_host import import_comfyui  # noqa: E402
+from harness.paths import make_pack_importable  # noqa: E402
+
+make_pack_importable()
+from diffusion_blocks.networks.clip_text import ARCHITECTURES  # noqa: E402
+from diffusion_blocks.networks.text_encoder_loading import load_text_encoder  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+PROMPTS = [
+    "a photo of a cat",
+    "(masterpiece:1.2), best quality, a red fox sitting in the snow at dawn, ((golden light)), detailed fur",
+    "portrait of an old fisherman, weathered face, (dramatic lighting:1.3), 85mm, film grain, \\(kodak\\)",
+    "a (very detailed:1.2) painting of " + ", ".join(f"(object {i}:{0.7 + 0.05 * (i % 8):.2f})" for i in range(30))
+    + ", " + " ".join(["landscape"] * 40),
+]
+
+
+def random_hf_state(architecture, seed=0):
+    """Full-size random weights with Hugging Face names, drawn tensor by tensor (no model in memory)."""
+    import transformers
+
+    real = ARCHITECTURES[architecture]
+    config = transformers.CLIPTextConfig(hidden_size=real.width, intermediate_size=real.mlp_width, projection_dim=real.projection,
+                                         num_hidden_layers=real.layers, num_attention_heads=real.heads, hidden_act=real.activation)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in transformers.CLIPTextModelWithProjection(config).state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in shapes.items():
+        if "layer_norm" in key:
+            state[key] = (torch.ones(shape) if key.endswith("weight") else torch.zeros(shape))
+        elif "embedding" in key:
+            state[key] = torch.randn(shape, generator=generator) * 0.02
+        else:
+            state[key] = torch.randn(shape, generator=generator) / math.sqrt(shape[-1])
+    return {("text_model." + k if not k.startswith(("text_model.", "text_projection")) else k): v for k, v in state.items()}
+
+
+def comfy_encoder(architecture, state, dtype, device):
+    """(tokenizer, model) of ComfyUI for SD1.x's CLIP-L or SDXL's bigG, holding `state`."""
+    from comfy import sd1_clip, sdxl_clip
+
+    if architecture == "clip_l":
+        tokenizer, model = sd1_clip.SDTokenizer(), sd1_clip.SD1ClipModel(dtype=dtype, device=device)
+        key = "l"
+    else:
+        tokenizer, model = sdxl_clip.SDXLClipGTokenizer(), sdxl_clip.SDXLRefinerClipModel(dtype=dtype, device=device)
+        key = "g"
+    missing, unexpected = model.load_sd({k: v.to(dtype) for k, v in state.items()})
+    assert not missing and not unexpected, (missing, unexpected)
+    return lambda text: model.encode_token_weights({key: tokenizer.tokenize_with_weights(text)})[:2]
+
+
+def prompts_per_second(encode, repeats, device):
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.no_grad():
+        for prompt in PROMPTS:  # warm-up
+            encode(prompt)
+        sync()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            for prompt in PROMPTS:
+                encode(prompt)
+        sync()
+    return repeats * len(PROMPTS) / (time.perf_counter() - started)
+
+
+def agree(ours, theirs, architecture):
+    with torch.no_grad():
+        for prompt in PROMPTS:
+            a, b = ours(prompt), theirs(prompt)
+            for x, y in zip(a, b):
+                scale = y.abs().max().item()
+                error = (x.float().cpu() - y.float().cpu()).abs().max().item()
+                assert error <= 2e-2 * scale, f"{architecture}: outputs differ by {error} (scale {scale}) on {prompt[:40]!r}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import_comfyui()
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = []
+    for architecture, family in (("clip_l", "sd1"), ("clip_g", "sdxl_refiner")):
+        state = random_hf_state(architecture)
+        for device in devices:
+            our_dtypes = [torch.float32] if device.type == "cpu" else [torch.float16, torch.float32]
+            comfy_dtypes = [torch.float16, torch.float32]
+            theirs = {dtype: comfy_encoder(architecture, state, dtype, device) for dtype in comfy_dtypes}
+            baseline = prompts_per_second(theirs[torch.float16], args.repeats, device)
+            rows.append((architecture, device.type, "ComfyUI (float16 weights, default)", baseline, 1.0))
+            rate = prompts_per_second(theirs[torch.float32], args.repeats, device)
+            rows.append((architecture, device.type, "ComfyUI (float32 weights)", rate, rate / baseline))
+            del theirs
+            for dtype in our_dtypes:
+                encoder = load_text_encoder(state, family=family, dtype=dtype, device=device)
+                ours = encoder.encode
+                agree(ours, comfy_encoder(architecture, state, torch.float32, device), architecture)
+                rate = prompts_per_second(ours, args.repeats, device)
+                rows.append((architecture, device.type, f"ours ({str(dtype).removeprefix('torch.')} weights)", rate, rate / baseline))
+                del encoder
+            print(*rows[-len(our_dtypes) - 2:], sep="\n", flush=True)
+    lines = ["# Text encoding speed: prompts per second (higher is better)", "",
+             f"{len(PROMPTS)} prompts (1, 1, 1 and 3 windows), encoded one at a time, {args.repeats} repeats after a warm-up; "
+             f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+             + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU") + ".", "",
+             "| encoder | device | implementation | prompts/s | vs ComfyUI default |", "|---|---|---|---:|---:|"]
+    lines += [f"| {a} | {d} | {name} | {rate:.2f} | {ratio:.2f}x |" for a, d, name, rate, ratio in rows]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "text_encode.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwrote {RESULTS / 'text_encode.md'}")
+
+
+if __name__ == "__main__":
+    main()
