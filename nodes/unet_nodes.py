@@ -7,7 +7,8 @@ import torch
 from comfy_api.latest import io
 
 from ..networks.prediction import Cond, Denoiser
-from ..networks.unet.conditioning import refiner_vector, sdxl_vector
+from ..networks.sdxl_conditioning import sdxl_vector
+from ..networks.unet.conditioning import NEGATIVE_SCORE, PROMPT_SCORE, refiner_vector
 from ..networks.unet_loading import load_unet
 from ..views.grid import image_grid
 
@@ -35,9 +36,10 @@ def ready(unet):
     return unet.model, unet.load_device
 
 
-def cond_from_conditioning(conditioning, config, pixel_size):
+def cond_from_conditioning(conditioning, config, pixel_size, negative=False):
     """Our Cond from native CONDITIONING (its first entry): the text embedding and, for SDXL networks, the vector y
-    built from the pooled text and the image size (height, width) in pixels."""
+    built from the pooled text and the sizes the conditioning carries (width, height, crop_w, crop_h, target_width,
+    target_height, aesthetic_score, as ComfyUI's SDXL text nodes set them), else the image's (height, width)."""
     if not conditioning:
         raise ValueError("conditioning: empty; connect a text encoder's output")
     context, extras = conditioning[0][0], conditioning[0][1]
@@ -47,11 +49,14 @@ def cond_from_conditioning(conditioning, config, pixel_size):
     if pooled is None:
         raise ValueError("conditioning: this SDXL-type U-Net needs the pooled text (pooled_output), which this "
                          "conditioning does not carry; use an SDXL text encoder")
+    height, width = extras.get("height", pixel_size[0]), extras.get("width", pixel_size[1])
+    crop = dict(crop_w=extras.get("crop_w", 0), crop_h=extras.get("crop_h", 0))
     if config.adm_in_channels == SDXL_ADM:
-        y = sdxl_vector(pooled, pixel_size, (extras.get("crop_h", 0), extras.get("crop_w", 0)))
+        y = sdxl_vector(pooled, width, height, **crop, target_width=extras.get("target_width", width),
+                        target_height=extras.get("target_height", height))
     elif config.adm_in_channels == REFINER_ADM:
-        y = refiner_vector(pooled, pixel_size, (extras.get("crop_h", 0), extras.get("crop_w", 0)),
-                           extras.get("aesthetic_score", 6.0))
+        score = extras.get("aesthetic_score", NEGATIVE_SCORE if negative else PROMPT_SCORE)
+        y = refiner_vector(pooled, width, height, **crop, aesthetic_score=score)
     else:
         raise ValueError(f"conditioning: no recipe for a vector condition of width {config.adm_in_channels}")
     return Cond(context, y)

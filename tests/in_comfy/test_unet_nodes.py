@@ -7,7 +7,8 @@ from harness.nodes import run_node
 
 from diffusion_blocks.networks.prediction import Cond, Denoiser
 from diffusion_blocks.networks.unet import UNet, UNetConfig
-from diffusion_blocks.networks.unet.conditioning import sdxl_vector
+from diffusion_blocks.networks.sdxl_conditioning import sdxl_vector
+from diffusion_blocks.networks.unet.conditioning import refiner_vector
 from diffusion_blocks.networks.unet_loading import METADATA_CONFIG, save_unet
 
 SMALL = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1), transformer_depth=(0, 1),
@@ -116,9 +117,15 @@ def test_sdxl_conditioning_becomes_text_and_vector(comfy):
 
     config = UNetConfig(**{**SMALL.to_dict(), "adm_in_channels": 2816})
     context, pooled = torch.randn(1, 77, 16), torch.randn(1, 1280)
-    cond = cond_from_conditioning([[context, {"pooled_output": pooled}]], config, (1024, 768))
+    cond = cond_from_conditioning([[context, {"pooled_output": pooled}]], config, (1024, 768))  # the image's size
     assert isinstance(cond, Cond) and cond.context is context
-    assert torch.equal(cond.y, sdxl_vector(pooled, (1024, 768)))
+    assert torch.equal(cond.y, sdxl_vector(pooled, width=768, height=1024))
+    sizes = dict(width=2048, height=1536, crop_w=8, crop_h=16, target_width=1024, target_height=768)
+    cond = cond_from_conditioning([[context, {"pooled_output": pooled, **sizes}]], config, (1024, 768))
+    assert torch.equal(cond.y, sdxl_vector(pooled, **sizes))
     assert empty_cond(config, (512, 512)).y.shape == (1, 2816)
+    refiner = UNetConfig(**{**SMALL.to_dict(), "adm_in_channels": 2560})
+    negative = cond_from_conditioning([[context, {"pooled_output": pooled}]], refiner, (1024, 1024), negative=True)
+    assert torch.equal(negative.y, refiner_vector(pooled, 1024, 1024, aesthetic_score=2.5))
     with pytest.raises(ValueError, match="needs the pooled text"):
         cond_from_conditioning([[context, {}]], config, (1024, 1024))

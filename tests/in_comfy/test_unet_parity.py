@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from diffusion_blocks.networks.prediction import Denoiser, TrainingSpec
 from diffusion_blocks.networks.unet import PRESETS, UNet, UNetConfig, uniform_depths
-from diffusion_blocks.networks.unet.conditioning import sdxl_vector
+from diffusion_blocks.networks.sdxl_conditioning import sdxl_vector
 from diffusion_blocks.networks.unet.detect import detect_unet
 from diffusion_blocks.networks.unet_loading import load_unet
 
@@ -84,7 +84,7 @@ def test_matches_comfyui_unet_from_the_same_single_file(comfy, family, tmp_path)
     context = torch.randn(2, 11, config.context_dim, generator=g)
     y = None
     if config.adm_in_channels:
-        y = sdxl_vector(torch.randn(2, 64, generator=g), (1024, 1024), (0, 0)) if family == "sdxl" else torch.randn(2, config.adm_in_channels, generator=g)
+        y = sdxl_vector(torch.randn(2, 64, generator=g), 1024, 1024) if family == "sdxl" else torch.randn(2, config.adm_in_channels, generator=g)
     with torch.no_grad():
         expected = reference(x, t, context=context, y=y)
         result = ours(x, t, context, y)
@@ -153,3 +153,16 @@ def test_guidance_rescale_matches_comfyui_rescale_cfg(comfy, native_model, sd1_s
     # ComfyUI's cfg functions take and give "noise" x - denoised.
     expected = x - rescale({"cond": x - d_pos, "uncond": x - d_neg, "cond_scale": 5.0, "sigma": sigma, "input": x})
     assert torch.allclose(result, expected, atol=1e-4)
+
+
+def test_refiner_vector_matches_comfyui_size_embedding(comfy):
+    """ComfyUI's SDXLRefiner.encode_adm: pooled text, then Timestep(256) of height, width, crop_h, crop_w, score."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep
+
+    from diffusion_blocks.networks.unet.conditioning import refiner_vector
+
+    pooled = torch.randn(2, 1280, generator=torch.Generator().manual_seed(8))
+    embed = Timestep(256)
+    parts = [embed(torch.Tensor([value])) for value in (896, 1152, 16, 0, 2.5)]
+    expected = torch.cat([pooled, torch.flatten(torch.cat(parts)).unsqueeze(0).repeat(2, 1)], dim=1)
+    assert torch.allclose(refiner_vector(pooled, width=1152, height=896, crop_h=16, aesthetic_score=2.5), expected, atol=1e-6)

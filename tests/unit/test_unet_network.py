@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from diffusion_blocks.networks.unet import PRESETS, UNet, UNetConfig
-from diffusion_blocks.networks.unet.conditioning import SIZE_EMBED_DIM, sdxl_vector
+from diffusion_blocks.networks.sdxl_conditioning import FEATURES as SIZE_EMBED_DIM, sdxl_vector
 from diffusion_blocks.networks.unet.fast import fast_unet
 from diffusion_blocks.networks.unet_loading import load_unet
 
@@ -67,7 +67,7 @@ def test_matches_diffusers_on_identical_weights(diffusers_pair):
     if family == "sdxl":  # the vector condition: pooled text + (size, crop, target) embeddings, built two ways
         pooled = torch.randn(2, POOLED, generator=g)
         extra = {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": torch.tensor([[1024.0, 768, 0, 16, 1024, 768]] * 2)}}
-        y = sdxl_vector(pooled, (1024, 768), crop=(0, 16))
+        y = sdxl_vector(pooled, width=768, height=1024, crop_w=16)
     with torch.no_grad():
         expected = reference(x, t, encoder_hidden_states=context, **extra).sample
         result = ours(x, t, context, y)
