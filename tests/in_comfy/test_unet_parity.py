@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from diffusion_blocks.networks.prediction import Denoiser, TrainingSpec
-from diffusion_blocks.networks.unet import PRESETS, UNet, UNetConfig, uniform_depths
+from diffusion_blocks.networks.unet import PRESETS, UNet, UNetConfig
 from diffusion_blocks.networks.sdxl_conditioning import sdxl_vector
 from diffusion_blocks.networks.unet.detect import detect_unet
 from diffusion_blocks.networks.unet_loading import load_unet
