@@ -33,13 +33,17 @@ class TowerUse:
 
 @dataclass(frozen=True)
 class Family:
-    """A model family's text conditioning: its towers (concatenated in this order) and which gives the pooled output."""
+    """A model family's text conditioning: its towers (concatenated in this order) and which gives the pooled output.
+
+    unet_reads_pooled: SDXL's U-Net reads the pooled output (its class vector y); SD1's and SD2's do not.
+    """
 
     name: str
     description: str
     towers: tuple
     pooled_from: str
     pooled_projected: bool
+    unet_reads_pooled: bool = False
 
 
 # As each model was trained: SD1 reads CLIP-L's last layer (normed); SD2 OpenCLIP-H's penultimate layer,
@@ -50,9 +54,9 @@ FAMILIES = {
     "sd2": Family("sd2", "Stable Diffusion 2.x: OpenCLIP ViT-H/14, penultimate layer",
                   (TowerUse("h", "clip_h", -2, True, 0),), "h", True),
     "sdxl": Family("sdxl", "SDXL: CLIP ViT-L/14 and OpenCLIP ViT-bigG/14, penultimate layers; pooled bigG",
-                   (TowerUse("l", "clip_l", -2, False, END_TOKEN), TowerUse("g", "clip_g", -2, False, 0)), "g", True),
+                   (TowerUse("l", "clip_l", -2, False, END_TOKEN), TowerUse("g", "clip_g", -2, False, 0)), "g", True, True),
     "sdxl_refiner": Family("sdxl_refiner", "SDXL refiner: OpenCLIP ViT-bigG/14, penultimate layer",
-                           (TowerUse("g", "clip_g", -2, False, 0),), "g", True),
+                           (TowerUse("g", "clip_g", -2, False, 0),), "g", True, True),
 }
 
 

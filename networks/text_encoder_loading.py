@@ -17,6 +17,11 @@ from .text_encoder import FAMILIES, TextEncoder
 from .weights import SAFETENSORS_SUFFIXES, WeightFileError, read_state_dict
 
 HF_MARK, OPENCLIP_MARK = "embeddings.token_embedding.weight", "token_embedding.weight"
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+# A diffusers pipeline folder keeps its text encoders in these subfolders, under one of these names.
+DIFFUSERS_FOLDERS = ("text_encoder", "text_encoder_2", "")
+DIFFUSERS_FILES = ("model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin")
 HEAD_WIDTH = 64  # all of CLIP's text towers use 64-wide attention heads
 
 # (pattern, replacement) from each naming to this pack's; keys that match none are not part of the tower.
@@ -50,11 +55,14 @@ OTHER_CONTENTS = (
 
 
 def load_text_encoder(source, family="auto", dtype=torch.float32, device="cpu"):
-    """A TextEncoder from a weight file, a state dict, or a list of them (e.g. clip_l + clip_g for SDXL).
+    """A TextEncoder from a weight file, a diffusers folder, a state dict, or a list of them (clip_l + clip_g).
 
     family: 'auto' (from the towers found), or one of FAMILIES to force it (e.g. for reduced-width models).
+    dtype: a torch dtype or its name ('float16', 'fp16', 'bf16', ...).
     """
+    dtype = _parse_dtype(dtype)
     sources = source if isinstance(source, (list, tuple)) else [source]
+    sources = [file for item in sources for file in (_folder_files(item) if _is_folder(item) else [item])]
     found = []
     for item in sources:
         name = Path(item).name if isinstance(item, (str, Path)) else "state dict"
@@ -73,11 +81,37 @@ def load_text_encoder(source, family="auto", dtype=torch.float32, device="cpu"):
     towers = {}
     for use, (name, prefix, tower) in zip(chosen.towers, sorted(converted, key=lambda c: c[2]["token_embedding.weight"].shape[1])):
         config = tower_config(tower, use.architecture, f"{name} [{prefix or 'no prefix'}]")
-        if chosen.pooled_from == use.name and chosen.pooled_projected and not config.projection:
+        if chosen.pooled_from == use.name and chosen.unet_reads_pooled and not config.projection:
             raise WeightFileError(f"{name}: {chosen.name} needs the text projection of {ARCHITECTURE_NAMES[use.architecture]}, "
                                   f"which this file lacks")
         towers[use.name] = build_tower(config, tower, dtype, device, name)
     return TextEncoder(chosen, towers)
+
+
+def _parse_dtype(dtype):
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype must be a torch dtype or one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def _is_folder(item):
+    return isinstance(item, (str, Path)) and Path(item).is_dir()
+
+
+def _folder_files(folder):
+    """The text encoder files of a diffusers pipeline folder (text_encoder/, text_encoder_2/) or of a model folder."""
+    folder = Path(folder)
+    files = []
+    for sub in DIFFUSERS_FOLDERS:
+        found = next((folder / sub / name for name in DIFFUSERS_FILES if (folder / sub / name).is_file()), None)
+        if found is not None and (sub or not files):
+            files.append(found)
+    if not files:
+        raise WeightFileError(f"{folder}: a folder, but no text encoder in it: expected "
+                              f"{{text_encoder,text_encoder_2}}/{{{','.join(DIFFUSERS_FILES)}}}")
+    return files
 
 
 def _read_text_tensors(path):

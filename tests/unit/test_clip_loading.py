@@ -150,3 +150,23 @@ def test_unreadable_files_are_clear_errors(tmp_path):
         load_text_encoder(tmp_path / "broken.safetensors")
     with pytest.raises(WeightFileError, match="no such file"):
         load_text_encoder(tmp_path / "missing.safetensors")
+
+
+def test_diffusers_pipeline_folder(tmp_path, clip_l, clip_g):
+    for sub, model in (("text_encoder", clip_l), ("text_encoder_2", clip_g)):
+        (tmp_path / sub).mkdir()
+        save_file(hf_state_dict(model), tmp_path / sub / "model.safetensors")
+    (tmp_path / "unet").mkdir()
+    encoder = load_text_encoder(tmp_path, family="sdxl", dtype="bf16")
+    assert encoder.towers["g"].config.width == 192 and encoder.towers["l"].token_embedding.weight.dtype == torch.bfloat16
+    with pytest.raises(WeightFileError, match="no text encoder in it"):
+        load_text_encoder(tmp_path / "unet")
+    with pytest.raises(ValueError, match="dtype must be"):
+        load_text_encoder(tmp_path, family="sdxl", dtype="float8")
+
+
+def test_sd2_without_projection_pools_unprojected():
+    hf = random_hf_tower("clip_h", seed=14)
+    encoder = load_text_encoder(hf_state_dict(hf, with_projection=False), family="sd2")
+    _, pooled = encoder.encode("a red fox")
+    assert pooled.shape == (1, 128)  # SD2's U-Net never reads the pooled output
