@@ -11,12 +11,15 @@ does not fit; a longer span is cut at the window's edge. These are ComfyUI's rul
 that the same prompt gives the same conditioning. Unbalanced parentheses and weights that are not
 numbers are read as ComfyUI reads them (kept as text, x1.1) and reported in `problems`.
 """
+import functools
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from .weights import WeightFileError, read_state_dict
 
 WINDOW = 77
 KEEP_TOGETHER = 8  # spans shorter than this many tokens are never cut between windows
@@ -71,7 +74,7 @@ def _weighted_spans(text, weight, problems):
                 inner = inner[:colon]
             except ValueError:
                 if inner[:colon].count("(") == inner[:colon].count(")"):  # the ':' is this group's own
-                        problems.append(f"{_unescape(part)!r}: {_unescape(inner[colon + 1:]).strip()!r} is not a number, "
+                    problems.append(f"{_unescape(part)!r}: {_unescape(inner[colon + 1:]).strip()!r} is not a number, "
                                     f"so the ':' stays text and the weight is x{NESTING_WEIGHT}")
             else:
                 if not math.isfinite(inner_weight):
@@ -131,7 +134,7 @@ class EmbeddingLibrary:
 
     def find(self, name):
         """The file for `name` (with or without its suffix), or None; names never leave their folder."""
-        for root in self._folders():
+        for root in self.folders:
             root = os.path.abspath(root)
             candidate = os.path.abspath(os.path.join(root, name))
             if not name or os.path.commonpath((root, candidate)) != root:
@@ -141,11 +144,14 @@ class EmbeddingLibrary:
                     return Path(path)
         return None
 
-    def _folders(self):
+    @functools.cached_property
+    def folders(self):
+        """The folders searched, in order: each given folder, then its subfolders sorted by path."""
+        found = []
         for directory in self.directories:
             if directory.is_dir():
-                yield directory
-                yield from sorted(p for p in directory.rglob("*") if p.is_dir())
+                found += [directory, *sorted(p for p in directory.rglob("*") if p.is_dir())]
+        return found
 
     def vectors(self, name, key, width):
         """The embedding's vectors as (n, width) float32; a clear error when missing or of another width."""
@@ -160,8 +166,6 @@ class EmbeddingLibrary:
 def read_embedding(path, key, width):
     """The vectors of a textual-inversion file: the entry `key` (e.g. 'clip_l' in SDXL files), 'emb_params'
     (safetensors from A1111), 'string_to_param' (A1111 .pt), or the file's only tensor of the right width."""
-    from .weights import WeightFileError, read_state_dict
-
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         data = read_state_dict(path)

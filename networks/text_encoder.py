@@ -72,11 +72,6 @@ class TextEncoder(torch.nn.Module):
         self.towers = torch.nn.ModuleDict({use.name: towers[use.name] for use in self.family.towers})
         self.tokenizer = tokenizer or default_tokenizer()
 
-    @property
-    def layers(self):
-        """The fewest layers of any tower: the deepest 'clip skip' every tower can do."""
-        return min(tower.config.layers for tower in self.towers.values())
-
     def tokenize(self, text, embeddings=None):
         """{tower name: PromptTokens} (the towers differ in padding and embedding vectors only)."""
         return {use.name: tokenize_prompt(text, self.tokenizer, use.pad, embeddings, use.embedding_key,
