@@ -1,1 +1,8 @@
 """Noise predictors and text encoders (U-Net, CLIP), weight loading and prediction wrappers."""
+
+# Text encoders (CLIP tokenizer, prompt syntax, CLIP text towers, loading).
+from .clip_tokenizer import ClipTokenizer
+from .prompt_syntax import EmbeddingLibrary, EmbeddingNotFound, parse_weights, tokenize_prompt
+from .sdxl_conditioning import sdxl_vector
+from .text_encoder import FAMILIES as TEXT_ENCODER_FAMILIES, TextEncoder
+from .text_encoder_loading import load_text_encoder
