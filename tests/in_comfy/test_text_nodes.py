@@ -108,3 +108,44 @@ def test_show_tokens_draws_an_image(text_nodes, text):
     assert image.ndim == 4 and image.shape[0] == 1 and image.shape[2] == 768 and image.shape[3] == 3
     assert image.dtype == torch.float32 and 0.0 <= image.min() and image.max() <= 1.0
     assert image.shape[1] <= 4096
+
+
+def tiny_native_model(config_class, context_dim, adm_channels=None):
+    """A small ComfyUI model of the given family (its own BaseModel/SDXL class and conditioning code), random weights."""
+    import comfy.model_patcher
+
+    unet = dict(image_size=32, in_channels=4, out_channels=4, model_channels=64, num_res_blocks=1, channel_mult=(1, 2),
+                use_spatial_transformer=True, context_dim=context_dim, legacy=False, use_linear_in_transformer=True,
+                adm_in_channels=adm_channels, num_classes="sequential" if adm_channels else None, transformer_depth=[1, 1],
+                transformer_depth_middle=1, transformer_depth_output=[1, 1, 1, 1], use_temporal_attention=False)
+    model = config_class(unet).get_model({})
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():  # ComfyUI leaves weights uninitialised until a checkpoint fills them
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def ksample(model, positive, negative):
+    from nodes import common_ksampler
+
+    latent, = common_ksampler(model, 0, 2, 5.0, "euler", "normal", positive, negative, {"samples": torch.zeros(1, 4, 8, 8)})
+    return latent["samples"]
+
+
+def test_conditioning_drives_comfyui_ksampler(text_nodes, model_folders):
+    import comfy.supported_models
+
+    sd1 = load(text_nodes, "text_encoders/small_clip_l.safetensors", family="sd1")
+    encode = lambda text: run_node(text_nodes["DB_EncodeText"], text_encoder=sd1, text=text, stop_at_clip_layer=0)[0]
+    model = tiny_native_model(comfy.supported_models.SD15, context_dim=128)
+    fox, cat = ksample(model, encode("a red fox"), encode("")), ksample(model, encode("a cat " * 30), encode(""))
+    assert torch.isfinite(fox).all() and not torch.allclose(fox, cat)
+
+    sdxl = load(text_nodes, "text_encoders/small_clip_g.safetensors", second_file="text_encoders/small_clip_l.safetensors",
+                family="sdxl")
+    sizes = dict(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)
+    positive, = run_node(text_nodes["DB_EncodeTextSDXL"], text_encoder=sdxl, text="a red fox", stop_at_clip_layer=0, **sizes)
+    negative, = run_node(text_nodes["DB_EncodeTextSDXL"], text_encoder=sdxl, text="", stop_at_clip_layer=0, **sizes)
+    model = tiny_native_model(comfy.supported_models.SDXL, context_dim=128 + 192, adm_channels=96 + 6 * 256)
+    assert torch.isfinite(ksample(model, positive, negative)).all()  # y = pooled + sizes, as SDXL's own code builds it
