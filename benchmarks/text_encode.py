@@ -6,11 +6,13 @@ prompt of a fixed set (short, weighted, 3 windows) is encoded one at a time, as 
 with TextEncoder.encode, ComfyUI's with its tokenizer's tokenize_with_weights and its model's
 encode_token_weights. ComfyUI is measured as it runs by default (weights stored in float16 on the
 CPU, computed in float32) and with float32 weights; ours computes in its weights' dtype (float32 on the
-CPU; float16 and float32 on a GPU when one is present). Outputs are checked to agree before timing.
+CPU; float16 and float32 on a GPU when one is present). Outputs are checked to agree before timing; the
+implementations take turns pass by pass and the median pass counts, so a busy machine biases no one.
 Writes benchmarks/results/text_encode.md. Run: .venv/bin/python benchmarks/text_encode.py [--repeats N]
 """
 import argparse
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -72,21 +74,26 @@ def comfy_encoder(architecture, state, dtype, device):
     return lambda text: model.encode_token_weights({key: tokenizer.tokenize_with_weights(text)})[:2]
 
 
-def prompts_per_second(encode, repeats, device):
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
+def pass_seconds(encode, device):
+    """Seconds to encode every prompt once."""
+    started = time.perf_counter()
     with torch.no_grad():
-        for prompt in PROMPTS:  # warm-up
+        for prompt in PROMPTS:
             encode(prompt)
-        sync()
-        started = time.perf_counter()
-        for _ in range(repeats):
-            for prompt in PROMPTS:
-                encode(prompt)
-        sync()
-    return repeats * len(PROMPTS) / (time.perf_counter() - started)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def prompts_per_second(implementations, repeats, device):
+    """{name: prompts/s} from the median of `repeats` passes, the implementations taking turns (fair under load)."""
+    for encode in implementations.values():
+        pass_seconds(encode, device)  # warm-up
+    seconds = {name: [] for name in implementations}
+    for _ in range(repeats):
+        for name, encode in implementations.items():
+            seconds[name].append(pass_seconds(encode, device))
+    return {name: len(PROMPTS) / statistics.median(times) for name, times in seconds.items()}
 
 
 def agree(ours, theirs, architecture):
@@ -101,7 +108,7 @@ def agree(ours, theirs, architecture):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     import_comfyui()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -109,24 +116,20 @@ def main():
     for architecture, family in (("clip_l", "sd1"), ("clip_g", "sdxl_refiner")):
         state = random_hf_state(architecture)
         for device in devices:
-            our_dtypes = [torch.float32] if device.type == "cpu" else [torch.float16, torch.float32]
-            comfy_dtypes = [torch.float16, torch.float32]
-            theirs = {dtype: comfy_encoder(architecture, state, dtype, device) for dtype in comfy_dtypes}
-            baseline = prompts_per_second(theirs[torch.float16], args.repeats, device)
-            rows.append((architecture, device.type, "ComfyUI (float16 weights, default)", baseline, 1.0))
-            rate = prompts_per_second(theirs[torch.float32], args.repeats, device)
-            rows.append((architecture, device.type, "ComfyUI (float32 weights)", rate, rate / baseline))
-            del theirs
-            for dtype in our_dtypes:
-                encoder = load_text_encoder(state, family=family, dtype=dtype, device=device)
-                ours = encoder.encode
-                agree(ours, comfy_encoder(architecture, state, torch.float32, device), architecture)
-                rate = prompts_per_second(ours, args.repeats, device)
-                rows.append((architecture, device.type, f"ours ({str(dtype).removeprefix('torch.')} weights)", rate, rate / baseline))
-                del encoder
-            print(*rows[-len(our_dtypes) - 2:], sep="\n", flush=True)
+            implementations = {
+                "ComfyUI (float16 weights, default)": comfy_encoder(architecture, state, torch.float16, device),
+                "ComfyUI (float32 weights)": comfy_encoder(architecture, state, torch.float32, device)}
+            for dtype in [torch.float32] if device.type == "cpu" else [torch.float16, torch.float32]:
+                ours = load_text_encoder(state, family=family, dtype=dtype, device=device).encode
+                agree(ours, implementations["ComfyUI (float32 weights)"], architecture)
+                implementations[f"ours ({str(dtype).removeprefix('torch.')} weights)"] = ours
+            rates = prompts_per_second(implementations, args.repeats, device)
+            baseline = rates["ComfyUI (float16 weights, default)"]
+            rows += [(architecture, device.type, name, rate, rate / baseline) for name, rate in rates.items()]
+            print(*rows[-len(rates):], sep="\n", flush=True)
+            del implementations
     lines = ["# Text encoding speed: prompts per second (higher is better)", "",
-             f"{len(PROMPTS)} prompts (1, 1, 1 and 3 windows), encoded one at a time, {args.repeats} repeats after a warm-up; "
+             f"{len(PROMPTS)} prompts (1, 1, 1 and 3 windows), encoded one at a time; median of {args.repeats} passes, taking turns; "
              f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
              + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU") + ".", "",
              "| encoder | device | implementation | prompts/s | vs ComfyUI default |", "|---|---|---|---:|---:|"]
