@@ -4,11 +4,22 @@ Depth, vocabulary, context length, activation and head width (64) are the real o
 shrinks (768/1024/1280 -> 128 by default), so every layer and every key of the real model is there.
 All parameters, layer norms and biases included, are drawn at random so that nothing is trivially 1 or 0.
 """
+import pytest
 import torch
 
 from diffusion_blocks.networks.clip_text import ARCHITECTURES
 
 REDUCED_WIDTH = 128
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run a module's small-tensor work on one thread (restored after): a second thread only adds
+    synchronisation, which costs several times the work itself when the machine is busy."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def reduced_config(architecture, width=REDUCED_WIDTH, projection=96):

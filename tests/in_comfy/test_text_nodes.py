@@ -4,6 +4,7 @@ import torch
 from safetensors.torch import save_file
 
 from harness.clip_weights import hf_state_dict, random_hf_tower
+from harness.clip_weights import one_torch_thread  # noqa: F401  (autouse fixture)
 from harness.nodes import run_node
 
 pytestmark = pytest.mark.usefixtures("comfy")

@@ -17,6 +17,7 @@ from diffusion_blocks.networks.prompt_syntax import EmbeddingLibrary, tokenize_p
 from diffusion_blocks.networks.sdxl_conditioning import sdxl_vector
 from diffusion_blocks.networks.text_encoder_loading import load_text_encoder
 from harness.clip_weights import hf_state_dict, openclip_state_dict, random_hf_tower
+from harness.clip_weights import one_torch_thread  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.usefixtures("comfy")
 

@@ -11,6 +11,7 @@ from diffusion_blocks.networks.sdxl_conditioning import fourier_features, sdxl_v
 from diffusion_blocks.networks.text_encoder import TextEncoder
 from diffusion_blocks.networks.text_encoder_loading import load_text_encoder
 from harness.clip_weights import hf_state_dict, random_hf_tower
+from harness.clip_weights import one_torch_thread  # noqa: F401  (autouse fixture)
 
 THREE_WINDOWS = ", ".join(f"tag{i}" for i in range(50))  # 50 x (2 or 3 tokens) + commas: three windows
 

@@ -7,6 +7,7 @@ from diffusion_blocks.networks.clip_text import ARCHITECTURES
 from diffusion_blocks.networks.text_encoder_loading import load_text_encoder
 from diffusion_blocks.networks.weights import WeightFileError
 from harness.clip_weights import hf_state_dict, openclip_state_dict, random_hf_tower, token_batch
+from harness.clip_weights import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")

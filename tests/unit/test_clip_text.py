@@ -5,6 +5,7 @@ import torch
 from diffusion_blocks.networks.clip_text import ARCHITECTURES, ClipTextConfig, ClipTextTransformer, end_positions
 from diffusion_blocks.networks.text_encoder_loading import load_text_encoder
 from harness.clip_weights import hf_state_dict, openclip_state_dict, random_hf_tower, token_batch
+from harness.clip_weights import one_torch_thread  # noqa: F401  (autouse fixture)
 
 FAMILY_OF = {"clip_l": "sd1", "clip_h": "sd2", "clip_g": "sdxl_refiner"}
 PAD_OF = {"clip_l": 49407, "clip_h": 0, "clip_g": 0}
