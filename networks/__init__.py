@@ -6,3 +6,9 @@ from .prompt_syntax import EmbeddingLibrary, EmbeddingNotFound, parse_weights, t
 from .sdxl_conditioning import sdxl_vector
 from .text_encoder import FAMILIES as TEXT_ENCODER_FAMILIES, TextEncoder
 from .text_encoder_loading import load_text_encoder
+
+# The U-Net noise predictor (network, presets, loading, prediction wrappers).
+from .prediction import Cond, Denoiser, TrainingSpec
+from .unet import PRESETS as UNET_PRESETS, UNet, UNetConfig
+from .unet.fast import fast_unet
+from .unet_loading import UNetLoadError, load_unet, save_unet
