@@ -1,10 +1,9 @@
 """View nodes: Plot Sigmas draws noise level against step, Image Grid puts pictures side by side."""
-import numpy as np
-import torch
 from comfy_api.latest import io
 
 from ..views.grid import image_grid
 from ..views.plot import plot_sigmas
+from .images import to_image_tensor
 
 CATEGORY = "diffusion_blocks/views"
 MAX_SERIES = 4
@@ -62,11 +61,6 @@ class ImageGrid(io.ComfyNode):
         names = [c.strip() for c in captions.split(",")] if captions.strip() else []
         grid = image_grid(pictures, names, columns=columns, cell_size=cell_size)
         return io.NodeOutput(to_image_tensor(grid))
-
-
-def to_image_tensor(picture):
-    """A PIL picture as ComfyUI's IMAGE: (1, H, W, 3) float32 in [0, 1]."""
-    return torch.from_numpy(np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0)[None]
 
 
 PLOT_NODES = [PlotSigmas, ImageGrid]

@@ -2,12 +2,12 @@
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from comfy_api.latest import io
 
 from ..networks.prompt_syntax import EmbeddingLibrary, tokenize_prompt
 from ..networks.text_encoder import FAMILIES
+from .images import to_image_tensor
 
 CATEGORY = "diffusion_blocks/text"
 TextEncoderType = io.Custom("DB_TEXT_ENCODER")
@@ -191,7 +191,7 @@ class ShowTokens(io.ComfyNode):
         tower_width = encoder.towers[use.name].config.width if encoder is not None else 768
         prompt = tokenize_prompt(text, tokenizer, use.pad, embeddings(), use.embedding_key, tower_width)
         picture = draw_tokens(prompt.windows, tokenizer.token_text, prompt.spans, prompt.problems, width=width)
-        return io.NodeOutput(torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None])
+        return io.NodeOutput(to_image_tensor(picture))
 
 
 TEXT_NODES = [LoadTextEncoder, EncodeText, EncodeTextSDXL, ShowTokens]

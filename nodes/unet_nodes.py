@@ -11,6 +11,7 @@ from ..networks.sdxl_conditioning import sdxl_vector
 from ..networks.unet.conditioning import NEGATIVE_SCORE, PROMPT_SCORE, refiner_vector
 from ..networks.unet_loading import load_unet
 from ..views.grid import image_grid
+from .images import to_image_tensor
 
 CATEGORY = "diffusion_blocks/unet"
 FOLDERS = ("checkpoints", "diffusion_models")
@@ -160,7 +161,7 @@ class PredictNoise(io.ComfyNode):
         pictures = [show(x0), show(x / (sigma**2 + 1) ** 0.5), _noise_picture(predicted_noise), show(denoised)]
         captions = ["clean", f"noisy, sigma {sigma:g}", "predicted noise", "predicted clean"]
         grid = image_grid(pictures, captions, cell_size=max(256, max(p.shape[0] for p in pictures)))
-        return io.NodeOutput(torch.from_numpy(_as_array(grid))[None])
+        return io.NodeOutput(to_image_tensor(grid))
 
 
 def _decoder(vae, scale):
@@ -186,12 +187,6 @@ def _noise_picture(noise):
     """Standard-normal noise as colours: 0 is grey, +-3 standard deviations are the extremes."""
     rgb = noise[0, :3] if noise.shape[1] >= 3 else noise[0, :1].expand(3, -1, -1)
     return (0.5 + rgb / 6).clamp(0, 1).permute(1, 2, 0).numpy()
-
-
-def _as_array(picture):
-    import numpy as np
-
-    return np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
 
 
 UNET_NODES = [LoadUNet, PredictNoise]
