@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from ..networks.prompt_syntax import EmbeddingLibrary, tokenize_prompt
 from ..networks.text_encoder import FAMILIES
 from .images import to_image_tensor
+from .model_files import model_file_options, resolve_model_file
 
 CATEGORY = "diffusion_blocks/text"
 TextEncoderType = io.Custom("DB_TEXT_ENCODER")
@@ -33,23 +34,6 @@ class LoadedTextEncoder:
 
         comfy.model_management.load_models_gpu([self.patcher])
         return self.encoder
-
-
-def file_options():
-    """'folder/name' for every file in ComfyUI's text encoder and checkpoint folders."""
-    import folder_paths
-
-    return [f"{folder}/{name}" for folder in FOLDERS for name in folder_paths.get_filename_list(folder)]
-
-
-def resolve(option):
-    """The full path of a 'folder/name' option; a clear error for anything else."""
-    import folder_paths
-
-    folder, _, name = option.partition("/")
-    if folder not in FOLDERS or not name:
-        raise ValueError(f"file: {option!r} is not in {' or '.join(FOLDERS)} (expected 'folder/name')")
-    return folder_paths.get_full_path_or_raise(folder, name)
 
 
 def embeddings():
@@ -79,7 +63,7 @@ def encode(loaded, text, stop_at_clip_layer):
 class LoadTextEncoder(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        options = file_options()
+        options = model_file_options(FOLDERS)
         return io.Schema(
             node_id="DB_LoadTextEncoder", display_name="Load Text Encoder", category=CATEGORY,
             description="Load the CLIP text encoder(s) of SD1.x, SD2.x or SDXL from a checkpoint or from standalone text "
@@ -104,7 +88,9 @@ class LoadTextEncoder(io.ComfyNode):
 
         from ..networks.text_encoder_loading import load_text_encoder
 
-        paths = [resolve(file)] + ([resolve(second_file)] if second_file != "none" else [])
+        paths = [resolve_model_file(file, FOLDERS, "file")]
+        if second_file != "none":
+            paths.append(resolve_model_file(second_file, FOLDERS, "second_file"))
         device, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
         chosen = DTYPES.get(dtype) or (torch.float32 if mm.is_device_cpu(device) else mm.text_encoder_dtype(device))
         encoder = load_text_encoder(paths, family=family, dtype=chosen, device=offload)

@@ -12,6 +12,7 @@ from ..networks.unet.conditioning import NEGATIVE_SCORE, PROMPT_SCORE, refiner_v
 from ..networks.unet_loading import load_unet
 from ..views.grid import image_grid
 from .images import to_image_tensor
+from .model_files import model_file_options, resolve_model_file
 
 CATEGORY = "diffusion_blocks/unet"
 FOLDERS = ("checkpoints", "diffusion_models")
@@ -20,13 +21,6 @@ LATENT_TO_PIXELS = 8  # the SD autoencoders downsample 8x (Rombach et al. 2022)
 SDXL_ADM, REFINER_ADM = 2816, 2560  # vector widths: pooled bigG text (1280) + 6 or 5 size/crop/score embeddings
 POOLED_TEXT = 1280
 EMPTY_TEXT_TOKENS = 77  # CLIP's context length: the width of a text embedding when no prompt is connected
-
-
-def unet_files():
-    """Every weight file the loader offers, as 'folder/name'."""
-    import folder_paths
-
-    return [f"{folder}/{name}" for folder in FOLDERS for name in folder_paths.get_filename_list(folder)]
 
 
 def ready(unet):
@@ -81,7 +75,7 @@ class LoadUNet(io.ComfyNode):
                         "noise predictor, from a full checkpoint or a U-Net-only file. The architecture is read "
                         "from the weights; ComfyUI's memory manager moves it to the GPU and back.",
             inputs=[
-                io.Combo.Input("unet_name", options=unet_files(),
+                io.Combo.Input("unet_name", options=model_file_options(FOLDERS),
                                tooltip="A file in models/checkpoints (a full checkpoint: only its U-Net is read) "
                                        "or models/diffusion_models (a U-Net on its own, original or diffusers keys)."),
                 io.Combo.Input("weight_dtype", options=["default", "fp32", "fp16", "bf16"], default="default",
@@ -102,12 +96,8 @@ class LoadUNet(io.ComfyNode):
     def execute(cls, unet_name, weight_dtype, prediction, zero_snr):
         import comfy.model_management
         import comfy.model_patcher
-        import folder_paths
 
-        folder, _, name = unet_name.partition("/")
-        if folder not in FOLDERS:
-            raise ValueError(f"unet_name: {unet_name!r} is not in {' or '.join(FOLDERS)}")
-        path = folder_paths.get_full_path_or_raise(folder, name)
+        path = resolve_model_file(unet_name, FOLDERS, "unet_name")
         dtype = comfy.model_management.unet_dtype() if weight_dtype == "default" else weight_dtype
         offload = comfy.model_management.unet_offload_device()
         network = load_unet(path, dtype=dtype, device=offload, prediction=None if prediction == "auto" else prediction,
