@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .common import SamplerSpec, ancestral_step, report, seeded_noise_sampler, split_extra_args
+from .common import SamplerSpec, ancestral_step, prepare, report
 
 
 def _sigma(lam):
@@ -100,8 +100,7 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, eta
     """DPM-Solver-fast (Lu et al. 2022, Sec. 3.4): DPM-Solver-3 steps uniform in lambda, len(sigmas) - 1 model calls."""
     if len(sigmas) <= 1:
         return x
-    extra_args, seed = split_extra_args(extra_args)
-    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
+    extra_args, noise_sampler, _ = prepare(x, extra_args, noise_sampler)
     eps_fn = _eps_fn(model, x, extra_args)
     sigma_start, sigma_end = _end_points(sigmas)
     lam_start, lam_end = _lam(sigma_start), _lam(sigma_end)
@@ -160,8 +159,7 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
         return x
     if order not in (2, 3):
         raise ValueError("order must be 2 or 3")
-    extra_args, seed = split_extra_args(extra_args)
-    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
+    extra_args, noise_sampler, _ = prepare(x, extra_args, noise_sampler)
     eps_fn = _eps_fn(model, x, extra_args)
     sigma_start, sigma_end = _end_points(sigmas)
     lam, lam_end = _lam(sigma_start), _lam(sigma_end)

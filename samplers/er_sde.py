@@ -18,7 +18,7 @@ slope 1.9 on the ODE member); stage 3 only lowers the error constant.
 """
 import torch
 
-from .common import SamplerSpec, report, seeded_noise_sampler, split_extra_args
+from .common import SamplerSpec, prepare, report
 
 
 def er_sde_noise_scaler(lam):
@@ -38,15 +38,12 @@ def _stage_integrals(phi, sigma, sigma_next, points):
 def er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None,
            noise_scaler=None, max_stage=3, integration_points=200):
     """ER-SDE-Solver-3: multistep Taylor stages 1..max_stage of the extended reverse-time SDE (Cui et al. 2025)."""
-    extra_args, seed = split_extra_args(extra_args)
-    if noise_sampler is None:
-        noise_sampler = seeded_noise_sampler(x, seed)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     phi = er_sde_noise_scaler if noise_scaler is None else noise_scaler
 
     def phi_of(value):
         return float(phi(torch.tensor(value, dtype=torch.float64)))
 
-    s_in = x.new_ones([x.shape[0]])
     history = []  # (sigma_m, D_m) of the last two steps, then x0' of the last step
     d_prev = None
     for i in range(len(sigmas) - 1):

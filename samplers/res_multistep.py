@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .common import SamplerSpec, ancestral_step, report, seeded_noise_sampler, split_extra_args
+from .common import SamplerSpec, ancestral_step, prepare, report
 
 
 def _lam(sigma):
@@ -40,10 +40,7 @@ def _h_phi_2(h):
 def res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0, s_noise=1.0,
                   noise_sampler=None):
     """RES second-order multistep exponential integrator (Zhang et al. 2023), optional ancestral noise."""
-    extra_args, seed = split_extra_args(extra_args)
-    if noise_sampler is None:
-        noise_sampler = seeded_noise_sampler(x, seed)
-    s_in = x.new_ones([x.shape[0]])
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     denoised_prev, h_prev = None, None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])

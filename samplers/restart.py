@@ -8,7 +8,7 @@ errors accumulated so far; the ODE keeps the discretisation error small. With no
 """
 import torch
 
-from .common import SamplerSpec, report, seeded_noise_sampler, split_extra_args, to_d
+from .common import SamplerSpec, prepare, report, to_d
 from .euler import heun_step
 
 # The paper's Stable Diffusion setting (its official pipeline for guidance 5-8): N = 10, K = 2, [0.1, 2].
@@ -41,9 +41,7 @@ def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, s_no
     """Restart sampling (Xu et al. 2023, Algorithm 1): Heun's ODE steps, with K noise-up-to-t_max restarts at each t_min."""
     # restart_list: segments (N, K, t_min, t_max); None for DEFAULT_RESTARTS, () for none (plain Heun).
     # The callback's "i" counts every Heun step, restart steps included: N - 1 more per restart.
-    extra_args, seed = split_extra_args(extra_args)
-    noise_sampler = seeded_noise_sampler(x, seed) if noise_sampler is None else noise_sampler
-    s_in = x.new_ones([x.shape[0]])
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     plan = restart_plan(sigmas, DEFAULT_RESTARTS if restart_list is None else restart_list)
     step = 0
 

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .common import SamplerSpec, report, seeded_noise_sampler, split_extra_args
+from .common import SamplerSpec, prepare, report
 
 # ComfyUI's default SDE band: percent_to_sigma(0.2) and percent_to_sigma(0.8) of the SD1.x / SDXL discrete
 # schedule (scaled-linear betas 0.00085..0.012, 1000 steps), i.e. timesteps 799.2 and 199.8.
@@ -78,12 +78,9 @@ def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, et
               sde_sigma_min=SDE_SIGMA_MIN, tau_func=None, s_noise=1.0, noise_sampler=None, predictor_order=3,
               corrector_order=4, use_pece=False, simple_order_2=False):
     """SA-Solver: stochastic Adams predictor (order p) and corrector (order c) in data prediction (Xue et al. 2023)."""
-    extra_args, seed = split_extra_args(extra_args)
-    if noise_sampler is None:
-        noise_sampler = seeded_noise_sampler(x, seed)
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     if tau_func is None:
         tau_func = sde_band(eta, sde_sigma_max, sde_sigma_min)
-    s_in = x.new_ones([x.shape[0]])
     n = len(sigmas) - 1
     floats = [float(s) for s in sigmas]
     lams = [-math.log(s) if s > 0 else math.inf for s in floats]
