@@ -40,3 +40,16 @@ def flow_sampling(comfy):
 
     return FlowSampling(FlowConfig())
 
+
+@pytest.fixture(scope="module")
+def kd(comfy):
+    """ComfyUI's k-diffusion sampling module: the reference samplers."""
+    import comfy.k_diffusion.sampling as sampling
+
+    return sampling
+
+
+@pytest.fixture(scope="module")
+def sigmas(kd):
+    """The parity tests' schedule: Karras, 10 steps from 14.6 to 0.03, then 0."""
+    return kd.get_sigmas_karras(10, 0.03, 14.6)  # float32, ends in 0

@@ -14,18 +14,6 @@ keyed_noise = keyed_noise_for((BATCH, DIM))
 SPECS = {**euler.SPECS, **multistep.SPECS, **discrete.SPECS, **restart.SPECS}
 
 
-@pytest.fixture(scope="module")
-def kd(comfy):
-    import comfy.k_diffusion.sampling as sampling
-
-    return sampling
-
-
-@pytest.fixture(scope="module")
-def sigmas(kd):
-    return kd.get_sigmas_karras(10, 0.03, 14.6)  # float32, ends in 0
-
-
 def start(sigma_max):
     return GaussianMixture(dim=DIM).sample_prior(BATCH, float(sigma_max), seed=3)
 
