@@ -1,7 +1,10 @@
 """ComfyUI V3 nodes of Diffusion Blocks: thin schemas that call the pure-torch core."""
 from comfy_api.latest import ComfyExtension
 
+from .latent_nodes import LATENT_NODES
+from .native_model import NATIVE_MODEL_NODES
 from .plot_nodes import PLOT_NODES
+from .sample_nodes import SAMPLE_NODES
 from .sampler_nodes import SAMPLER_NODES
 from .schedule_nodes import SCHEDULE_NODES
 from .sigma_nodes import SIGMA_NODES
@@ -13,4 +16,5 @@ class DiffusionBlocksExtension(ComfyExtension):
     """Registers every node of the pack with ComfyUI."""
 
     async def get_node_list(self):
-        return [*SCHEDULE_NODES, *SIGMA_NODES, *SAMPLER_NODES, *UNET_NODES, *TEXT_NODES, *PLOT_NODES]
+        return [*SCHEDULE_NODES, *SIGMA_NODES, *SAMPLER_NODES, *UNET_NODES, *TEXT_NODES, *PLOT_NODES,
+                *SAMPLE_NODES, *NATIVE_MODEL_NODES, *LATENT_NODES]

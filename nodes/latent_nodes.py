@@ -1,0 +1,91 @@
+"""Latents for the pack's U-Net: an empty one of the right shape, and pixel-space latents <-> IMAGE (x = 2 img - 1)."""
+import torch
+from comfy_api.latest import io
+
+from .unet_nodes import UNET
+
+CATEGORY = "diffusion_blocks/latent"
+MAX_RESOLUTION = 16384
+
+
+def image_to_pixels(image):
+    """ComfyUI IMAGE (B, H, W, 3) in [0, 1] -> pixel-space latent (B, 3, H, W) in [-1, 1]."""
+    return (2 * image[..., :3].float() - 1).movedim(-1, 1)
+
+
+def pixels_to_image(samples):
+    """Pixel-space latent (B, 3, H, W) in [-1, 1] -> IMAGE (B, H, W, 3) in [0, 1], clamped."""
+    return ((samples.float() + 1) / 2).clamp(0, 1).movedim(1, -1)
+
+
+def empty_latent_shape(denoiser, width, height, batch_size):
+    """(B, C, H, W) of an empty latent: pixel space at full size, SD latents at 1/8 of the image size."""
+    from .native_model import pixels_per_latent
+
+    step = pixels_per_latent(denoiser)
+    for name, size in (("width", width), ("height", height)):
+        if size % step:
+            raise ValueError(f"{name}: {size} is not a multiple of {step}: one latent pixel of this U-Net stands "
+                             f"for {step}x{step} image pixels")
+    return (batch_size, denoiser.network.config.in_channels, height // step, width // step)
+
+
+class EmptyLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DB_EmptyLatent", display_name="Empty Latent", category=CATEGORY,
+            description="An all-zero latent of the shape the U-Net works on: RGB pixels at full size for a "
+                        "pixel-space network, 4-channel latents at 1/8 of the size for Stable Diffusion. Sampling "
+                        "adds the noise.",
+            inputs=[
+                UNET.Input("unet", tooltip="The noise predictor the latent is for (it knows its channels and scale)."),
+                io.Int.Input("width", default=64, min=8, max=MAX_RESOLUTION, step=8, tooltip="Image width in pixels."),
+                io.Int.Input("height", default=64, min=8, max=MAX_RESOLUTION, step=8, tooltip="Image height in pixels."),
+                io.Int.Input("batch_size", default=1, min=1, max=4096, tooltip="How many images at once."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="Zeros of the right shape.")])
+
+    @classmethod
+    def execute(cls, unet, width, height, batch_size):
+        import comfy.model_management
+
+        shape = empty_latent_shape(unet.model, width, height, batch_size)
+        return io.NodeOutput({"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())})
+
+
+class LatentToImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DB_LatentToImage", display_name="Latent to Image", category=CATEGORY,
+            description="For pixel-space models, whose latent is the picture: maps [-1, 1] to ComfyUI's [0, 1] "
+                        "IMAGE (img = (x + 1) / 2, clamped). SD latents need VAE Decode instead.",
+            inputs=[io.Latent.Input("latent", tooltip="A pixel-space latent: 3 channels in [-1, 1].")],
+            outputs=[io.Image.Output(display_name="image", tooltip="The picture, (B, H, W, 3) in [0, 1].")])
+
+    @classmethod
+    def execute(cls, latent):
+        samples = latent["samples"]
+        if samples.ndim != 4 or samples.shape[1] != 3:
+            raise ValueError(f"latent: shape {tuple(samples.shape)} is not a pixel-space latent (3 channels); "
+                             f"decode SD latents with VAE Decode")
+        return io.NodeOutput(pixels_to_image(samples))
+
+
+class ImageToLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DB_ImageToLatent", display_name="Image to Latent", category=CATEGORY,
+            description="For pixel-space models: the picture as their latent, [0, 1] mapped to [-1, 1] "
+                        "(x = 2 img - 1). Start image-to-image from it with a schedule that begins below the top.",
+            inputs=[io.Image.Input("image", tooltip="A picture (its RGB channels are used).")],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="(B, 3, H, W) in [-1, 1].")])
+
+    @classmethod
+    def execute(cls, image):
+        return io.NodeOutput({"samples": image_to_pixels(image)})
+
+
+LATENT_NODES = [EmptyLatent, LatentToImage, ImageToLatent]
