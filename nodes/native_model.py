@@ -106,15 +106,13 @@ class NoisePredictorModel(comfy.model_base.BaseModel):
         self.diffusion_model = NetworkCall(denoiser.network)
         self.network_config = denoiser.network.config
         self.adm_channels = self.network_config.adm_in_channels
-        self.pixels_per_latent = pixels_per_latent(denoiser)
 
     def encode_adm(self, **kwargs):
         if not self.adm_channels:
             return None
-        height, width = (s * self.pixels_per_latent for s in kwargs["noise"].shape[-2:])
-        conditioning = [[None, kwargs]]
+        size = (kwargs["height"], kwargs["width"])  # ComfyUI fills in the image size (8 pixels per latent pixel)
         negative = kwargs.get("prompt_type") == "negative"
-        return cond_from_conditioning(conditioning, self.network_config, (height, width), negative=negative).y
+        return cond_from_conditioning([[None, kwargs]], self.network_config, size, negative=negative).y
 
 
 def as_native_model(unet):

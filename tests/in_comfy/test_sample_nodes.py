@@ -14,6 +14,7 @@ TINY = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1), trans
             transformer_depth_output=(1, 1, 0, 0), context_dim=64, num_heads=-1, head_channels=32)
 PIXELS = UNetConfig(in_channels=3, out_channels=3, **TINY)
 SD_LATENTS = UNetConfig(in_channels=4, out_channels=4, **TINY)
+SDXL_LIKE = UNetConfig(in_channels=4, out_channels=4, adm_in_channels=2816, **TINY)
 SIZE, SEED, CFG = 16, 7, 3.0
 PADDING, CAPTION = 8, 22  # views.grid's padding, and its caption band for cells under 216 pixels (12 pt + 10)
 NEW_NODES = {"DB_Sample", "DB_DenoisingTrajectory", "DB_AddNoise", "DB_NoisePredictorAsModel", "DB_EmptyLatent",
@@ -51,6 +52,7 @@ def unet_files(comfy, tmp_path_factory):
     save_unet(random_unet(PIXELS, 0), folder / "tiny_pixels_eps.safetensors", TrainingSpec(latent_scale=1.0))
     save_unet(random_unet(PIXELS, 1), folder / "tiny_pixels_v.safetensors", TrainingSpec(prediction="v", latent_scale=1.0))
     save_unet(random_unet(SD_LATENTS, 2), folder / "tiny_sd.safetensors", TrainingSpec())
+    save_unet(random_unet(SDXL_LIKE, 3), folder / "tiny_sdxl.safetensors", TrainingSpec(latent_scale=0.13025))
     folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
     return folder
 
@@ -139,6 +141,23 @@ def test_comfyuis_sampler_custom_on_the_native_model_equals_sample(nodes, unet_f
     theirs = comfy.sample.sample_custom(model, noise, CFG, comfy.samplers.ksampler("dpmpp_2m"), sigmas, text(1), text(2),
                                         latent, seed=SEED)
     ours, _ = sample(nodes, unet, our_sampler("dpmpp_2m"), sigmas)
+    torch.testing.assert_close(theirs, ours["samples"], rtol=1e-5, atol=1e-5)
+
+
+def test_native_model_of_an_sdxl_type_network_builds_the_same_vector_and_latent_scale(nodes, unet_files):
+    import comfy.sample
+    import comfy.samplers
+
+    unet = load(nodes, "tiny_sdxl")
+    model, = run_node(nodes["DB_NoisePredictorAsModel"], unet=unet)
+    pooled = torch.randn(1, 1280, generator=torch.Generator().manual_seed(9))
+    positive = [[text(1)[0][0], {"pooled_output": pooled, "width": 96, "height": 64}]]
+    negative = [[text(2)[0][0], {"pooled_output": -pooled}]]
+    latent, sigmas = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(8)), karras(10.0)
+    theirs = comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, SEED), CFG,
+                                        comfy.samplers.ksampler("euler"), sigmas, positive, negative, latent, seed=SEED)
+    ours, _ = run_node(nodes["DB_Sample"], unet=unet, sampler=our_sampler("euler"), sigmas=sigmas,
+                       latent={"samples": latent}, seed=SEED, cfg=CFG, positive=positive, negative=negative)
     torch.testing.assert_close(theirs, ours["samples"], rtol=1e-5, atol=1e-5)
 
 
