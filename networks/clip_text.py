@@ -48,8 +48,11 @@ ARCHITECTURES = {
     "clip_l": ClipTextConfig(width=768, layers=12, heads=12, mlp_width=3072, activation="quick_gelu", projection=768),
     "clip_h": ClipTextConfig(width=1024, layers=24, heads=16, mlp_width=4096, activation="gelu", projection=1024),
     "clip_g": ClipTextConfig(width=1280, layers=32, heads=20, mlp_width=5120, activation="gelu", projection=1280),
+    # The pack's own small model: CLIP's tokenizer and layout at 64 wide (its vocabulary is most of its size).
+    "clip_small": ClipTextConfig(width=64, layers=4, heads=2, mlp_width=256, activation="gelu"),
 }
-ARCHITECTURE_NAMES = {"clip_l": "CLIP ViT-L/14 (OpenAI)", "clip_h": "OpenCLIP ViT-H/14", "clip_g": "OpenCLIP ViT-bigG/14"}
+ARCHITECTURE_NAMES = {"clip_l": "CLIP ViT-L/14 (OpenAI)", "clip_h": "OpenCLIP ViT-H/14", "clip_g": "OpenCLIP ViT-bigG/14",
+                      "clip_small": "Diffusion Blocks small CLIP text (64 wide)"}
 
 
 class TextOutput(NamedTuple):

@@ -57,6 +57,8 @@ FAMILIES = {
                    (TowerUse("l", "clip_l", -2, False, END_TOKEN), TowerUse("g", "clip_g", -2, False, 0)), "g", True, True),
     "sdxl_refiner": Family("sdxl_refiner", "SDXL refiner: OpenCLIP ViT-bigG/14, penultimate layer",
                            (TowerUse("g", "clip_g", -2, False, 0),), "g", True, True),
+    "small": Family("small", "Diffusion Blocks small: a 64-wide CLIP text tower, last layer",
+                    (TowerUse("s", "clip_small", -1, True, END_TOKEN),), "s", False),
 }
 
 

@@ -32,7 +32,8 @@ FAMILY_TRAINING = {
     "sd2": TrainingSpec(),
     "sdxl": TrainingSpec(latent_scale=0.13025),
     "sdxl_refiner": TrainingSpec(latent_scale=0.13025),
-    "small": TrainingSpec(latent_scale=1.0),
+    # The pack's own pixel-space model (training/): v prediction on DDPM's linear betas (Ho et al. 2020).
+    "small": TrainingSpec(prediction="v", beta_schedule="linear", beta_start=1e-4, beta_end=0.02, latent_scale=1.0),
 }
 # SD2.x 512 (eps) and 768-v (v) share every shape; the v fine-tune is told apart by one LayerNorm bias, whose
 # spread is ~0.13 in 768-v and ~0.06 in the eps models (the threshold ComfyUI 0.3.75 uses as well).

@@ -117,9 +117,9 @@ PRESETS = {
     "sdxl_refiner": _preset((0, 4, 4, 0), model_channels=384, channel_mult=(1, 2, 4, 4), transformer_depth_middle=4,
                             context_dim=1280, num_heads=-1, head_channels=64, linear_projection=True,
                             adm_in_channels=2560),
-    # The pack's own small text-to-image model: 32x32 / 64x64 RGB pixels, a narrow text encoder (256);
-    # 6.9 M parameters, 14 MB in fp16.
-    "small": _preset((0, 1, 1), num_res_blocks=1, in_channels=3, out_channels=3, model_channels=64, channel_mult=(1, 2, 2),
-                     transformer_depth_middle=1, context_dim=256, num_heads=-1, head_channels=32,
+    # The pack's own text-to-image model: 64x64 RGB pixels, attention at 32x32 and 16x16, a 64-wide text
+    # encoder; 4.1 M parameters (8 MB in fp16), 20 CFG steps in under 2 s on two CPU cores.
+    "small": _preset((0, 1, 1), num_res_blocks=1, in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2, 4),
+                     transformer_depth_middle=1, context_dim=64, num_heads=-1, head_channels=32,
                      linear_projection=True),
 }

@@ -29,7 +29,8 @@ def reduced_config(architecture, width=REDUCED_WIDTH, projection=96):
     real = ARCHITECTURES[architecture]
     return transformers.CLIPTextConfig(
         vocab_size=real.vocabulary, hidden_size=width, intermediate_size=4 * width, projection_dim=projection,
-        num_hidden_layers=real.layers, num_attention_heads=width // 64, max_position_embeddings=real.positions,
+        num_hidden_layers=real.layers, num_attention_heads=real.heads if width == real.width else width // 64,
+        max_position_embeddings=real.positions,
         hidden_act=real.activation, layer_norm_eps=real.norm_eps, eos_token_id=real.end_token,
         bos_token_id=49406, pad_token_id=1)
 
