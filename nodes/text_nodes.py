@@ -8,11 +8,11 @@ from comfy_api.latest import io
 from ..networks.prompt_syntax import EmbeddingLibrary, tokenize_prompt
 from ..networks.text_encoder import FAMILIES
 from .images import to_image_tensor
-from .model_files import model_file_options, resolve_model_file
+from .model_files import PACK_FOLDER, model_file_options, resolve_model_file
 
 CATEGORY = "diffusion_blocks/text"
 TextEncoderType = io.Custom("DB_TEXT_ENCODER")
-FOLDERS = ("text_encoders", "checkpoints")
+FOLDERS = (PACK_FOLDER, "text_encoders", "checkpoints")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MAX_RESOLUTION = 16384
 LAYER_TOOLTIP = ("Which layer's output conditions the image ('clip skip'): 0 uses the model family's own (SD1: -1, "
@@ -66,11 +66,12 @@ class LoadTextEncoder(io.ComfyNode):
         options = model_file_options(FOLDERS)
         return io.Schema(
             node_id="DB_LoadTextEncoder", display_name="Load Text Encoder", category=CATEGORY,
-            description="Load the CLIP text encoder(s) of SD1.x, SD2.x or SDXL from a checkpoint or from standalone text "
+            description="Load the CLIP text encoder(s) of SD1.x, SD2.x, SDXL or the pack's bundled model from a checkpoint or from standalone text "
                         "encoder files (any key naming); the family is read from the weights' shapes.",
             inputs=[
                 io.Combo.Input("file", options=options, tooltip="A checkpoint (its text encoder is used) or a text encoder "
-                                                                 "file from models/text_encoders or models/clip."),
+                                                                 "file from models/text_encoders or models/clip; "
+                                                                 "diffusion_blocks/: the pack's bundled model."),
                 io.Combo.Input("second_file", options=["none", *options], default="none",
                                tooltip="For SDXL from standalone files: the other tower (clip_l with clip_g). 'none' otherwise."),
                 io.Combo.Input("family", options=["auto", *FAMILIES], default="auto",

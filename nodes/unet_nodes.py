@@ -12,10 +12,10 @@ from ..networks.unet.conditioning import NEGATIVE_SCORE, PROMPT_SCORE, refiner_v
 from ..networks.unet_loading import load_unet
 from ..views.grid import image_grid
 from .images import to_image_tensor
-from .model_files import model_file_options, resolve_model_file
+from .model_files import PACK_FOLDER, model_file_options, resolve_model_file
 
 CATEGORY = "diffusion_blocks/unet"
-FOLDERS = ("checkpoints", "diffusion_models")
+FOLDERS = (PACK_FOLDER, "checkpoints", "diffusion_models")
 UNET = io.Custom("DB_UNET")
 LATENT_TO_PIXELS = 8  # the SD autoencoders downsample 8x (Rombach et al. 2022)
 SDXL_ADM, REFINER_ADM = 2816, 2560  # vector widths: pooled bigG text (1280) + 6 or 5 size/crop/score embeddings
@@ -71,13 +71,16 @@ class LoadUNet(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="DB_LoadUNet", display_name="Load U-Net", category=CATEGORY,
-            description="Load a Stable Diffusion U-Net (SD1.x, SD2.x, SDXL base or refiner) into the pack's own "
-                        "noise predictor, from a full checkpoint or a U-Net-only file. The architecture is read "
+            description="Load a Stable Diffusion U-Net (SD1.x, SD2.x, SDXL base or refiner) or the pack's bundled "
+                        "text-to-image model into the pack's own noise predictor, from a full checkpoint or a "
+                        "U-Net-only file. The architecture is read "
                         "from the weights; ComfyUI's memory manager moves it to the GPU and back.",
             inputs=[
                 io.Combo.Input("unet_name", options=model_file_options(FOLDERS),
-                               tooltip="A file in models/checkpoints (a full checkpoint: only its U-Net is read) "
-                                       "or models/diffusion_models (a U-Net on its own, original or diffusers keys)."),
+                               tooltip="diffusion_blocks/: the pack's bundled 64x64 shapes model (and models/"
+                                       "diffusion_blocks); a file in models/checkpoints (a full checkpoint: only its "
+                                       "U-Net is read) or models/diffusion_models (a U-Net on its own, original or "
+                                       "diffusers keys)."),
                 io.Combo.Input("weight_dtype", options=["default", "fp32", "fp16", "bf16"], default="default",
                                tooltip="Precision of the weights: default is ComfyUI's choice for this device "
                                        "(fp16 on most GPUs, fp32 on the CPU)."),
