@@ -1,7 +1,9 @@
-"""The pack's main job, headless: run the schedule-comparison workflow in ComfyUI and write its plot.
+"""The pack's main job, headless: text to image with the bundled shapes model in ComfyUI.
 
-Starts ComfyUI with the pack loaded, queues example_workflows/api/schedule_comparison.json,
-copies the PNG it saves to --out-dir (default: out/) and prints the path.
+Starts ComfyUI with the pack loaded, queues example_workflows/api/text_to_image.json (its default prompt
+"a red circle left of a blue square on a white background", 20 steps of dpmpp_2m on the Karras schedule,
+cfg 5, seed 0), copies the 64x64 picture it saves (shown 4x larger, 256x256) to --out-dir (default: out/)
+as text_to_image.png and prints the path.
 """
 import argparse
 import json
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from comfyui_server import PACK_ROOT, ComfyServer
 
-WORKFLOW = PACK_ROOT / "example_workflows" / "api" / "schedule_comparison.json"
+WORKFLOW = PACK_ROOT / "example_workflows" / "api" / "text_to_image.json"
 
 
 def main():
@@ -20,15 +22,14 @@ def main():
     args = parser.parse_args()
     server = ComfyServer(PACK_ROOT / ".cache" / "demo-home").start()
     try:
-        history = server.run(json.loads(WORKFLOW.read_text()))
-        images = server.output_images(history)
+        images = server.output_images(server.run(json.loads(WORKFLOW.read_text())))
     except Exception:
         print(server.log(), file=sys.stderr)
         raise
     finally:
         server.stop()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    target = args.out_dir / "schedule_comparison.png"
+    target = args.out_dir / "text_to_image.png"
     shutil.copyfile(images[0], target)
     print(target.resolve())
 
