@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8188
 
-.PHONY: setup test test-unit demo comfyui clean
+.PHONY: setup test test-unit demo generate comfyui clean
 
 setup:
 	@$(PYTHON_SYSTEM) scripts/setup.py
@@ -17,6 +17,10 @@ test-unit: setup
 
 demo: setup
 	@$(PY) scripts/demo.py
+
+# make generate ARGS='--prompt "a red circle left of a blue square on a white background" --seed 1'
+generate: setup
+	@$(PY) scripts/generate.py $(ARGS)
 
 comfyui: setup
 	@$(PY) scripts/comfyui.py --port $(PORT)
