@@ -1,0 +1,108 @@
+"""The main job in a real ComfyUI server: text to image with the bundled shapes model, reproducible, equal to the
+in-process pipeline, and scripts/generate.py end to end."""
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness.paths import PACK_ROOT
+
+pytestmark = pytest.mark.e2e
+WORKFLOWS = PACK_ROOT / "example_workflows"
+BUNDLED = PACK_ROOT / "models" / "diffusion_blocks_shapes.safetensors"
+QUICK_STEPS = 6  # the variants below: the same pipeline, fewer steps
+SCALE = 4  # the workflow enlarges the 64x64 picture 4x, nearest-exact
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def workflow():
+    return load(WORKFLOWS / "api" / "text_to_image.json")
+
+
+def variant(workflow, seed, steps=QUICK_STEPS):
+    workflow = copy.deepcopy(workflow)
+    workflow["9"]["inputs"]["seed"] = seed
+    workflow["7"]["inputs"]["steps"] = steps
+    return workflow
+
+
+def png(server, workflow):
+    """The saved PNG's bytes and its pixels (H, W, 3) uint8."""
+    path, = server.output_images(server.run(workflow))
+    return path.read_bytes(), np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_ui_workflow_is_the_api_twin(comfy_server, workflow):
+    sys.path.insert(0, str(PACK_ROOT / "scripts"))
+    from workflow_format import ui_to_api
+
+    queued = ui_to_api(load(WORKFLOWS / "text_to_image.json"), comfy_server.get("/object_info"))
+    assert queued == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in workflow.items()}
+
+
+def test_workflow_saves_the_prompted_picture_enlarged(comfy_server, workflow):
+    _, pixels = png(comfy_server, workflow)
+    assert pixels.shape == (64 * SCALE, 64 * SCALE, 3)
+    blocks = pixels.reshape(64, SCALE, 64, SCALE, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all(), "each pixel shown as a 4x4 block"
+    assert pixels.std() > 20, "shapes on a background, not a flat picture"
+    corners = pixels[[0, 0, -1, -1], [0, -1, 0, -1]]
+    assert corners.min() > 180, f"the prompt's white background, got corners {corners.tolist()}"
+
+
+def test_same_seed_same_png_other_seed_other_png(comfy_server, workflow):
+    # seed 1 in between: ComfyUI keeps only the last prompt's results, so seed 0 is sampled again
+    (a, first), (b, other), (c, _) = (png(comfy_server, variant(workflow, seed)) for seed in (0, 1, 0))
+    assert a == c, "the same seed gives the same PNG, byte for byte"
+    assert a != b and np.abs(first.astype(int) - other.astype(int)).max() > 50
+
+
+def test_server_picture_equals_the_in_process_pipeline(comfy_server, workflow):
+    from diffusion_blocks.networks import load_text_encoder, load_unet
+    from diffusion_blocks.training.sampling import text_to_image
+
+    _, served = png(comfy_server, variant(workflow, seed=0))
+    prompt, threads = workflow["3"]["inputs"]["text"], torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread is quicker than two fighting on a busy small machine
+    try:
+        expected = text_to_image(load_unet(BUNDLED), load_text_encoder(BUNDLED), [prompt], [0], steps=QUICK_STEPS,
+                                 sampler="dpmpp_2m", scheduler="karras", cfg=5.0)[0].numpy()
+    finally:
+        torch.set_num_threads(threads)
+    difference = np.abs(served[::SCALE, ::SCALE].astype(int) - expected.astype(int))
+    assert difference.max() <= 1, f"{(difference > 1).sum()} values differ by more than 1/255"
+
+
+def test_generate_script_writes_one_png_per_prompt(tmp_path):
+    prompts = ["a red circle left of a blue square on a white background",
+               "a small green star in the top left corner on a black background"]
+    command = [sys.executable, str(PACK_ROOT / "scripts" / "generate.py"), "--steps", "3", "--seed", "2",
+               "--sampler", "euler", "--scheduler", "exponential", "--out-dir", str(tmp_path)]
+    for prompt in prompts:
+        command += ["--prompt", prompt]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    paths = [tmp_path / "000.png", tmp_path / "001.png"]
+    assert result.stdout.split() == [str(p) for p in paths]
+    first, second = (np.asarray(Image.open(p).convert("RGB")) for p in paths)
+    assert first.shape == second.shape == (256, 256, 3)
+    assert np.abs(first.astype(int) - second.astype(int)).mean() > 20, "a white and a black background"
+
+
+@pytest.mark.parametrize("option", ["--sampler", "--scheduler"])
+def test_generate_script_refuses_unknown_names(option, capsys):
+    sys.path.insert(0, str(PACK_ROOT / "scripts"))
+    from generate import parse_args
+
+    with pytest.raises(SystemExit) as exit:
+        parse_args(["--prompt", "x", option, "no_such_name"])
+    assert exit.value.code == 2 and f"unknown {option[2:]} 'no_such_name'" in capsys.readouterr().err
