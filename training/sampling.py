@@ -1,22 +1,17 @@
 """Text to image with the pack's own blocks, outside ComfyUI: prompts -> guided samples -> uint8 pixels.
 
-Each image's start noise comes from a CPU generator seeded with its own seed (as ComfyUI's noise is), so a
-batch gives the same pictures as generating them one by one, on any device.
+Image i starts from the noise of its own seed (samplers.run.start_noise, as the Sample node draws it for a
+batch of one), so a batch gives the same pictures as generating them one by one, on any device.
 """
 import torch
 
 from ..networks.prediction import Denoiser
 from ..samplers import SAMPLERS
+from ..samplers.run import Guided, start_noise
 from ..schedules import get_sigmas
 from .render import to_uint8
 
 SIZE = 64
-
-
-def start_noise(seeds, channels=3, size=SIZE):
-    """(B, C, size, size) standard normal noise, image i from a CPU generator seeded with seeds[i]."""
-    return torch.cat([torch.randn((1, channels, size, size), generator=torch.Generator().manual_seed(int(seed)))
-                      for seed in seeds])
 
 
 @torch.no_grad()
@@ -27,10 +22,7 @@ def text_to_image(unet, encoder, prompts, seeds, steps=20, sampler="dpmpp_2m", s
     cond = torch.cat([encoder.encode(p)[0] for p in prompts]).to(device)
     uncond = encoder.encode(negative)[0].to(device)
     sigmas = get_sigmas(scheduler, steps, model=denoiser.schedule).to(device)
-    x = start_noise(seeds, unet.config.in_channels).to(device) * sigmas[0]
-
-    def model(x, sigma, **extra):
-        return denoiser(x, sigma, cond=cond, uncond=uncond, cfg=cfg)
-
-    samples = SAMPLERS[sampler](model, x, sigmas, extra_args={}, disable=True)
+    shape = (1, unet.config.in_channels, SIZE, SIZE)
+    x = torch.cat([start_noise(shape, seed) for seed in seeds]).to(device) * sigmas[0]
+    samples = SAMPLERS[sampler](Guided(denoiser, cond, uncond, cfg), x, sigmas, extra_args={}, disable=True)
     return to_uint8(samples.float().cpu())

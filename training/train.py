@@ -41,6 +41,7 @@ from .render import render
 SPEC = FAMILY_TRAINING["small"]
 TOWER = ARCHITECTURES["clip_small"]
 CAPTION_DROPOUT = 0.1
+TRAINED = "diffusion_blocks.trained"
 ZERO_INIT = ("out_layers.3.", "proj_out.", "out.2.")  # residual branches and the output start at zero (LDM)
 
 
@@ -176,11 +177,21 @@ def save_state(path, unet, tower, ema, optimiser, step, total, seconds):
 
 
 def export(ema, path, step, seconds, args):
-    """The averaged networks as one fp16 checkpoint the pack's loaders read."""
+    """The averaged networks as one fp16 checkpoint the pack's loaders read; a fine-tune records what it began from."""
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    metadata = {"diffusion_blocks.trained": json.dumps({"steps": step, "batch": args.batch, "seconds": round(seconds),
-                                                        "device": device, "seed": args.seed, "lr": args.lr})}
-    save_checkpoint(path, ema[0], ema[1], SPEC, dtype=torch.float16, metadata=metadata)
+    record = {"steps": step, "batch": args.batch, "seconds": round(seconds), "device": device, "seed": args.seed,
+              "lr": args.lr}
+    if args.init:
+        record["from"] = training_record(args.init)
+    save_checkpoint(path, ema[0], ema[1], SPEC, dtype=torch.float16, metadata={TRAINED: json.dumps(record)})
+
+
+def training_record(path):
+    """The training record stored in an exported model."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads((handle.metadata() or {}).get(TRAINED, "{}"))
 
 
 def main(argv=None):
