@@ -57,6 +57,9 @@ def test_workflow_saves_the_prompted_picture_enlarged(comfy_server, workflow):
     assert pixels.std() > 20, "shapes on a background, not a flat picture"
     corners = pixels[[0, 0, -1, -1], [0, -1, 0, -1]]
     assert corners.min() > 180, f"the prompt's white background, got corners {corners.tolist()}"
+    for half, channel in ((pixels[:, :128], 0), (pixels[:, 128:], 2)):  # a red circle left of a blue square
+        vivid = half[half.max(-1).astype(int) - half.min(-1) > 80]
+        assert len(vivid) > 200 and (vivid.argmax(1) == channel).mean() > 0.8
 
 
 def test_same_seed_same_png_other_seed_other_png(comfy_server, workflow):
