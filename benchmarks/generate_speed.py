@@ -93,19 +93,15 @@ def main():
     unet, encoder = load_unet(BUNDLED), load_text_encoder(BUNDLED)
     times = {"ComfyUI, new seed": [], "ComfyUI, new prompt and seed": [], "in-process core": []}
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as home:
-        server = ComfyServer(home).start()
-        try:
-            timed_prompt(server, workflow)  # warm-up: models loaded, prompts encoded
-            text_to_image(unet, encoder, [caption(0)], [0])
-            for r in range(1, args.rounds + 1):
-                times["ComfyUI, new seed"].append(timed_prompt(server, with_inputs(workflow, seed=r)))
-                times["ComfyUI, new prompt and seed"].append(
-                    timed_prompt(server, with_inputs(workflow, seed=100 + r, prompt=caption(r))))
-                times["in-process core"].append(timed_core(unet, encoder, caption(r), 200 + r))
-                print(f"round {r}: " + ", ".join(f"{v[-1][0]:.2f} s" for v in times.values()), flush=True)
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as home, ComfyServer(home) as server:
+        timed_prompt(server, workflow)  # warm-up: models loaded, prompts encoded
+        text_to_image(unet, encoder, [caption(0)], [0])
+        for r in range(1, args.rounds + 1):
+            times["ComfyUI, new seed"].append(timed_prompt(server, with_inputs(workflow, seed=r)))
+            times["ComfyUI, new prompt and seed"].append(
+                timed_prompt(server, with_inputs(workflow, seed=100 + r, prompt=caption(r))))
+            times["in-process core"].append(timed_core(unet, encoder, caption(r), 200 + r))
+            print(f"round {r}: " + ", ".join(f"{v[-1][0]:.2f} s" for v in times.values()), flush=True)
     report = (f"# Text to image speed: seconds per 64x64 image (lower is better)\n\n"
               f"Bundled shapes model, 20 steps of dpmpp_2m on the Karras schedule, cfg 5 (cond and uncond in one "
               f"batch), float32; median of {args.rounds} rounds, routes taking turns. ComfyUI: warm server, from "

@@ -196,7 +196,7 @@ class DenoisingTrajectory(io.ComfyNode):
         noisy = noisy_picture(picture, noisy_view)
         pictures = [noisy(s["x"], s["sigma"]) for s in shown] + [picture(s["denoised"]) for s in shown]
         captions = [f"step {s['i'] + 1}, sigma {s['sigma']:.3g}" for s in shown]
-        captions += [f"predicted clean, step {s['i'] + 1}" for s in shown]
+        captions += ["predicted clean"] * len(shown)  # the step is named above, in the same column
         grid = image_grid(pictures, captions, columns=len(shown), cell_size=cell_size)
         return io.NodeOutput(to_image_tensor(grid), out, denoised)
 

@@ -102,6 +102,15 @@ class ComfyServer:
         self.stop()
         raise TimeoutError(f"ComfyUI did not answer within {timeout} s:\n{self.log()}")
 
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, kind, error, traceback):
+        """Stop the server; when the block failed, first show what the server said."""
+        if error is not None and not isinstance(error, KeyboardInterrupt):
+            print(self.log(), file=sys.stderr)
+        self.stop()
+
     def stop(self):
         if self.process and self.process.poll() is None:
             self.process.terminate()

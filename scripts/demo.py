@@ -8,7 +8,6 @@ as text_to_image.png and prints the path.
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from comfyui_server import PACK_ROOT, ComfyServer
@@ -20,14 +19,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=PACK_ROOT / "out", help="where the PNG is written")
     args = parser.parse_args()
-    server = ComfyServer(PACK_ROOT / ".cache" / "demo-home").start()
-    try:
+    with ComfyServer(PACK_ROOT / ".cache" / "demo-home") as server:
         images = server.output_images(server.run(json.loads(WORKFLOW.read_text())))
-    except Exception:
-        print(server.log(), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     target = args.out_dir / "text_to_image.png"
     shutil.copyfile(images[0], target)

@@ -72,19 +72,13 @@ def main():
     args = parse_args()
     base = json.loads(WORKFLOW.read_text())
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    server = ComfyServer(PACK_ROOT / ".cache" / "generate-home").start()
-    try:
+    with ComfyServer(PACK_ROOT / ".cache" / "generate-home") as server:
         for index, prompt in enumerate(args.prompt):
             workflow = patched(base, prompt, args.seed, args.steps, args.sampler, args.scheduler, args.cfg)
             image, = server.output_images(server.run(workflow))
             target = args.out_dir / f"{index:03d}.png"
             shutil.copyfile(image, target)
             print(target.resolve(), flush=True)
-    except Exception:
-        print(server.log(), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -80,16 +80,10 @@ def main():
     args = parser.parse_args()
     names = args.workflows or sorted(p.stem for p in API.glob("*.json"))
     DOCS.mkdir(exist_ok=True)
-    server = ComfyServer(PACK_ROOT / ".cache" / "docs-home").start()
-    try:
+    with ComfyServer(PACK_ROOT / ".cache" / "docs-home") as server:
         for name in names:
             for path in render(server, name, args.checkpoint):
                 print(f"{path.relative_to(PACK_ROOT)}  ({path.stat().st_size // 1000} KB, from {name})", flush=True)
-    except Exception:
-        print(server.log(), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -97,12 +97,8 @@ def main():
 
     from comfyui_server import ComfyServer
 
-    with tempfile.TemporaryDirectory() as home:
-        server = ComfyServer(home).start()
-        try:
-            object_info = server.get("/object_info")
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as home, ComfyServer(home) as server:
+        object_info = server.get("/object_info")
     ui = api_to_ui(json.loads(args.api_json.read_text()), object_info)
     args.ui_json.write_text(json.dumps(ui, indent=1) + "\n")
     print(args.ui_json)

@@ -2,7 +2,6 @@
 import json
 from collections import defaultdict
 
-import pytest
 import torch
 from safetensors import safe_open
 

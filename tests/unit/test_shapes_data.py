@@ -4,7 +4,6 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-import torch
 
 from diffusion_blocks.networks.text_encoder import FAMILIES
 from diffusion_blocks.networks.clip_tokenizer import default_tokenizer
