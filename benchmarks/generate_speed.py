@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server runs: idle threads sleep, not spin
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server runs (scripts/comfyui_server.py)
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

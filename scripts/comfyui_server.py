@@ -21,6 +21,12 @@ PACK_NAME = "diffusion_blocks"
 MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "embeddings", "vae")
 
 
+# OpenMP threads wait for the next parallel region spinning briefly (about 20 k polls, microseconds), then
+# asleep: long spinning (the default) slowed each U-Net step several-fold when processes share two cores,
+# sleeping at once (PASSIVE alone) cost the shapes model a third of its speed in wake-ups between operators.
+OPENMP_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "20000"}
+
+
 class WorkflowError(RuntimeError):
     """ComfyUI refused a workflow or failed while running it; the message is ComfyUI's."""
 
@@ -84,9 +90,7 @@ class ComfyServer:
 
     def start(self, timeout=180):
         log = open(self.log_path, "w")
-        # Idle OpenMP threads sleep instead of spinning: on a small shared machine spinning threads
-        # of several processes slowed each U-Net step several-fold.
-        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        env = {**os.environ, **{k: os.environ.get(k, v) for k, v in OPENMP_WAITING.items()}}
         self.process = subprocess.Popen(self.command(), cwd=comfyui_root(), stdout=log, env=env,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
