@@ -76,7 +76,7 @@ def test_loader_loads_through_comfyui_memory_management(nodes, model_folders):
 
 
 def test_loader_errors_name_the_file(nodes, model_folders):
-    with pytest.raises(ValueError, match="is not in checkpoints or diffusion_models"):
+    with pytest.raises(ValueError, match="is not in diffusion_blocks or checkpoints or diffusion_models"):
         run_node(nodes["DB_LoadUNet"], unet_name="loras/x.safetensors", weight_dtype="default", prediction="auto", zero_snr="auto")
     with pytest.raises(ValueError, match="needs v or x0 prediction"):
         run_node(nodes["DB_LoadUNet"], unet_name="diffusion_models/small_unet.safetensors", weight_dtype="default",
@@ -129,3 +129,18 @@ def test_sdxl_conditioning_becomes_text_and_vector(comfy):
     assert torch.equal(negative.y, refiner_vector(pooled, 1024, 1024, aesthetic_score=2.5))
     with pytest.raises(ValueError, match="needs the pooled text"):
         cond_from_conditioning([[context, {}]], config, (1024, 1024))
+
+
+def test_the_bundled_model_is_the_default_choice_of_both_loaders(nodes, comfy):
+    from diffusion_blocks.nodes.text_nodes import TEXT_NODES
+
+    bundled = "diffusion_blocks/diffusion_blocks_shapes.safetensors"
+    load_text = next(cls for cls in TEXT_NODES if cls.GET_SCHEMA().node_id == "DB_LoadTextEncoder")
+    for node, name in ((nodes["DB_LoadUNet"], "unet_name"), (load_text, "file")):
+        choice = next(i for i in node.GET_SCHEMA().inputs if i.id == name)
+        assert choice.options[0] == bundled
+    patcher, = run_node(nodes["DB_LoadUNet"], unet_name=bundled, weight_dtype="default", prediction="auto",
+                        zero_snr="auto")
+    assert patcher.model.network.family == "small" and patcher.model.prediction == "v"
+    loaded, = run_node(load_text, file=bundled, second_file="none", family="auto", dtype="auto")
+    assert loaded.encoder.family.name == "small"
