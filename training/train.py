@@ -69,17 +69,18 @@ def learning_rate(step, total, peak, warmup):
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def forward_process(images, noise, alphas_cumprod_t):
+    """(x_t, v): the noisy sample sqrt(ab) x0 + sqrt(1 - ab) eps and the v target sqrt(ab) eps - sqrt(1 - ab) x0."""
+    a, s = alphas_cumprod_t.sqrt(), (1 - alphas_cumprod_t).sqrt()
+    return a * images + s * noise, a * noise - s * images
+
+
 def loss_on(unet, tower, images, tokens, alphas_cumprod):
     """The v-prediction loss of one batch."""
-    batch = images.shape[0]
-    t = torch.randint(0, len(alphas_cumprod), (batch,), device=images.device)
-    ab = alphas_cumprod[t][:, None, None, None]
-    noise = torch.randn_like(images)
-    noisy = ab.sqrt() * images + (1 - ab).sqrt() * noise
-    target = ab.sqrt() * noise - (1 - ab).sqrt() * images
+    t = torch.randint(0, len(alphas_cumprod), (images.shape[0],), device=images.device)
+    noisy, target = forward_process(images, torch.randn_like(images), alphas_cumprod[t][:, None, None, None])
     context = tower(tokens, layer=-1, norm_hidden=True).hidden
-    predicted = unet(noisy, t.float(), context).float()
-    return F.mse_loss(predicted, target)
+    return F.mse_loss(unet(noisy, t.float(), context).float(), target)
 
 
 def train(args):
