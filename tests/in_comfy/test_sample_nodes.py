@@ -284,3 +284,31 @@ def test_bad_inputs_fail_naming_the_input(nodes, unet_files):
         run_node(nodes["DB_LatentToImage"], latent={"samples": torch.zeros(1, 4, 8, 8)})
     with pytest.raises(ValueError, match="image: connect an image or a latent"):
         run_node(nodes["DB_AddNoise"], sigmas=sigmas, seed=0, noisy_view="x0 + sigma * noise", cell_size=0)
+
+
+def test_comfyuis_model_patches_apply_to_the_native_model(nodes, unet_files):
+    """ComfyUI's RescaleCFG patch on our MODEL == our Denoiser's own CFG rescale (Lin et al. 2024), run by hand."""
+    import comfy.sample
+    import comfy.samplers
+    from comfy_extras.nodes_model_advanced import RescaleCFG
+
+    from diffusion_blocks.samplers.run import noisy_start, start_noise
+
+    unet = load(nodes, "tiny_pixels_v")
+    model, = run_node(nodes["DB_NoisePredictorAsModel"], unet=unet)
+    patched, = RescaleCFG().patch(model, multiplier=0.7)
+    sigmas, latent = karras(10.0), torch.zeros(1, 3, SIZE, SIZE)
+    theirs = comfy.sample.sample_custom(patched, comfy.sample.prepare_noise(latent, SEED), CFG,
+                                        comfy.samplers.ksampler("euler"), sigmas, text(1), text(2), latent, seed=SEED)
+    denoiser = unet.model
+    cond, uncond = text(1)[0][0], text(2)[0][0]
+
+    def rescaled(x, sigma, **extra):
+        with torch.no_grad():
+            return denoiser(x, sigma, cond, uncond, CFG, cfg_rescale=0.7)
+
+    x = noisy_start(latent, start_noise(latent.shape, SEED), sigmas[0])
+    ours = SAMPLERS["euler"](rescaled, x, sigmas, extra_args={"seed": SEED}, disable=True)
+    plain, _ = sample(nodes, unet, our_sampler("euler"), sigmas)
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(theirs, plain["samples"], atol=1e-3)  # the patch did change the result
