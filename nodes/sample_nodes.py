@@ -35,9 +35,11 @@ def _sampling_inputs():
                        tooltip="Classifier-free guidance scale (Ho & Salimans 2022): how strongly the positive "
                                "prompt is followed against the negative. 1 disables guidance (one network call)."),
         io.Conditioning.Input("positive", optional=True,
-                              tooltip="What the image should show (a text encoder's output). None: an empty prompt."),
+                              tooltip="What the image should show (a text encoder's output). Not connected: a zero text "
+                                      "embedding (no text at all, which is not the encoded empty prompt)."),
         io.Conditioning.Input("negative", optional=True,
-                              tooltip="What guidance steers away from. None: an empty prompt."),
+                              tooltip="What guidance steers away from. Not connected: a zero text embedding; for the "
+                                      "model's own unconditional prediction encode an empty text instead."),
     ]
 
 
