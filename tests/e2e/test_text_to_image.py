@@ -85,7 +85,7 @@ def test_server_picture_equals_the_in_process_pipeline(comfy_server, workflow):
     assert difference.max() <= 1, f"{(difference > 1).sum()} values differ by more than 1/255"
 
 
-def test_generate_script_writes_one_png_per_prompt(tmp_path):
+def test_generate_script_writes_one_png_per_prompt(tmp_path, comfy_server, workflow):
     prompts = ["a red circle left of a blue square on a white background",
                "a small green star in the top left corner on a black background"]
     command = [sys.executable, str(PACK_ROOT / "scripts" / "generate.py"), "--steps", "3", "--seed", "2",
@@ -99,6 +99,11 @@ def test_generate_script_writes_one_png_per_prompt(tmp_path):
     first, second = (np.asarray(Image.open(p).convert("RGB")) for p in paths)
     assert first.shape == second.shape == (256, 256, 3)
     assert np.abs(first.astype(int) - second.astype(int)).mean() > 20, "a white and a black background"
+    sys.path.insert(0, str(PACK_ROOT / "scripts"))
+    from generate import patched
+
+    again, _ = png(comfy_server, patched(workflow, prompts[0], 2, 3, "euler", "exponential", 5.0))
+    assert again == paths[0].read_bytes(), "the same seed in another ComfyUI process: the same PNG, byte for byte"
 
 
 @pytest.mark.parametrize("option", ["--sampler", "--scheduler"])
