@@ -9,30 +9,19 @@ import os
 import re
 from pathlib import Path
 
+from .text_encoder_loading import OPENCLIP_LAYOUT, renaming
 from .unet_loading import METADATA_CONFIG, METADATA_TRAINING
 
 UNET_PREFIX, TEXT_PREFIX = "model.diffusion_model.", "cond_stage_model.model."
-# This pack's text-tower names -> OpenCLIP's (the inverse of text_encoder_loading.OPENCLIP_NAMES).
-TO_OPENCLIP = (
-    (r"^position_embedding$", "positional_embedding"),
-    (r"^blocks\.(\d+)\.attn_norm\.", r"transformer.resblocks.\1.ln_1."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", r"transformer.resblocks.\1.attn.in_proj_\2"),
-    (r"^blocks\.(\d+)\.attn\.out\.", r"transformer.resblocks.\1.attn.out_proj."),
-    (r"^blocks\.(\d+)\.mlp_norm\.", r"transformer.resblocks.\1.ln_2."),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"transformer.resblocks.\1.mlp.c_fc."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"transformer.resblocks.\1.mlp.c_proj."),
-    (r"^final_norm\.", "ln_final."),
-)
+TO_OPENCLIP = renaming(OPENCLIP_LAYOUT, reverse=True)
 
 
 def openclip_name(key):
-    """A text-tower parameter's OpenCLIP name (token_embedding.weight keeps its own)."""
+    """A text-tower parameter's OpenCLIP name."""
     for pattern, replacement in TO_OPENCLIP:
         renamed, count = re.subn(pattern, replacement, key)
         if count:
             return renamed
-    if key == "token_embedding.weight":
-        return key
     raise ValueError(f"no OpenCLIP name for text-tower parameter {key!r}")
 
 

@@ -35,17 +35,31 @@ HF_NAMES = (
     (r"^encoder\.layers\.(\d+)\.mlp\.(fc[12])\.", r"blocks.\1.mlp.\2."),
     (r"^final_layer_norm\.", "final_norm."),
 )
-OPENCLIP_NAMES = (
-    (r"^token_embedding\.weight$", "token_embedding.weight"),
-    (r"^positional_embedding$", "position_embedding"),
-    (r"^transformer\.resblocks\.(\d+)\.ln_1\.", r"blocks.\1.attn_norm."),
-    (r"^transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)$", r"blocks.\1.attn.qkv.\2"),
-    (r"^transformer\.resblocks\.(\d+)\.attn\.out_proj\.", r"blocks.\1.attn.out."),
-    (r"^transformer\.resblocks\.(\d+)\.ln_2\.", r"blocks.\1.mlp_norm."),
-    (r"^transformer\.resblocks\.(\d+)\.mlp\.c_fc\.", r"blocks.\1.mlp.fc1."),
-    (r"^transformer\.resblocks\.(\d+)\.mlp\.c_proj\.", r"blocks.\1.mlp.fc2."),
-    (r"^ln_final\.", "final_norm."),
+# OpenCLIP's names and this pack's, side by side ({n}: the layer; a trailing '.' names every tensor below it).
+OPENCLIP_LAYOUT = (
+    ("token_embedding.weight", "token_embedding.weight"),
+    ("positional_embedding", "position_embedding"),
+    ("transformer.resblocks.{n}.ln_1.", "blocks.{n}.attn_norm."),
+    ("transformer.resblocks.{n}.attn.in_proj_weight", "blocks.{n}.attn.qkv.weight"),
+    ("transformer.resblocks.{n}.attn.in_proj_bias", "blocks.{n}.attn.qkv.bias"),
+    ("transformer.resblocks.{n}.attn.out_proj.", "blocks.{n}.attn.out."),
+    ("transformer.resblocks.{n}.ln_2.", "blocks.{n}.mlp_norm."),
+    ("transformer.resblocks.{n}.mlp.c_fc.", "blocks.{n}.mlp.fc1."),
+    ("transformer.resblocks.{n}.mlp.c_proj.", "blocks.{n}.mlp.fc2."),
+    ("ln_final.", "final_norm."),
 )
+
+
+def renaming(layout, reverse=False):
+    """(pattern, replacement) rules from a (theirs, ours) name table; reverse=True renames ours to theirs."""
+    rules = []
+    for source, target in (((b, a) for a, b in layout) if reverse else layout):
+        pattern = "^" + re.escape(source).replace(re.escape("{n}"), r"(\d+)") + ("" if source.endswith(".") else "$")
+        rules.append((pattern, target.replace("{n}", r"\1")))
+    return tuple(rules)
+
+
+OPENCLIP_NAMES = renaming(OPENCLIP_LAYOUT)
 # What a file holds when it holds no CLIP text tower: a hint for the error message.
 OTHER_CONTENTS = (
     ("encoder.block.", "a T5 encoder"), ("model.diffusion_model.", "a diffusion model (U-Net)"),

@@ -12,10 +12,9 @@ import torch
 from ..networks.clip_text import END_TOKEN
 from ..networks.clip_tokenizer import default_tokenizer
 from ..networks.prompt_syntax import tokenize_prompt
-from .render import SceneBatch
-from .scenes import PALETTE, SHAPES, sample_scenes
+from .render import SceneBatch, pack_arrays
+from .scenes import sample_scenes
 
-SLOTS = 2
 _CAPTION_IDS = {}
 
 
@@ -30,18 +29,7 @@ def caption_ids(caption):
 def make_chunk(seed, index, size):
     """`size` training scenes (never a held-out combination) as numpy arrays, plus their token ids."""
     scenes = sample_scenes(seed * 1_000_003 + index, size)
-    kind = np.full((size, SLOTS), -1, dtype=np.int64)
-    centre, radius = np.zeros((size, SLOTS, 2), np.float32), np.ones((size, SLOTS), np.float32)
-    colour = np.zeros((size, SLOTS, 3), np.float32)
-    background = np.array([PALETTE[s.background] for s in scenes], np.float32) / 255
-    for i, scene in enumerate(scenes):
-        for j, shape in enumerate(scene.shapes):
-            kind[i, j] = SHAPES.index(shape.kind)
-            centre[i, j] = shape.x, shape.y
-            radius[i, j] = shape.radius
-            colour[i, j] = np.array(PALETTE[shape.colour], np.float32) / 255
-    tokens = np.stack([caption_ids(scene.caption) for scene in scenes])
-    return kind, centre, radius, colour, background, tokens
+    return (*pack_arrays(scenes), np.stack([caption_ids(scene.caption) for scene in scenes]))
 
 
 class ChunkStream:

@@ -6,6 +6,7 @@ pixel centre to the shape's outline; shapes are painted over the background in o
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .scenes import PALETTE, SHAPES, SIZE
@@ -28,23 +29,35 @@ class SceneBatch:
     background: torch.Tensor
 
     def to(self, device):
-        return SceneBatch(*(getattr(self, f).to(device) for f in ("kind", "centre", "radius", "colour", "background")))
+        return SceneBatch(*(getattr(self, f).to(device) for f in FIELDS))
+
+    def __getitem__(self, rows):
+        """The scenes at these rows (an index tensor or a slice)."""
+        return SceneBatch(*(getattr(self, f)[rows] for f in FIELDS))
+
+
+FIELDS = ("kind", "centre", "radius", "colour", "background")
+
+
+def pack_arrays(scenes, slots=2):
+    """A SceneBatch's fields as numpy arrays (cheap to send between processes)."""
+    count = len(scenes)
+    kind = np.full((count, slots), -1, dtype=np.int64)
+    centre, radius = np.zeros((count, slots, 2), np.float32), np.ones((count, slots), np.float32)
+    colour = np.zeros((count, slots, 3), np.float32)
+    background = np.array([PALETTE[s.background] for s in scenes], np.float32).reshape(count, 3) / 255
+    for i, scene in enumerate(scenes):
+        for j, shape in enumerate(scene.shapes):
+            kind[i, j] = SHAPES.index(shape.kind)
+            centre[i, j] = shape.x, shape.y
+            radius[i, j] = shape.radius
+            colour[i, j] = np.array(PALETTE[shape.colour], np.float32) / 255
+    return kind, centre, radius, colour, background
 
 
 def pack(scenes, slots=2):
     """A SceneBatch from Scene objects."""
-    count = len(scenes)
-    kind = torch.full((count, slots), -1, dtype=torch.long)
-    centre, radius = torch.zeros(count, slots, 2), torch.ones(count, slots)
-    colour, background = torch.zeros(count, slots, 3), torch.zeros(count, 3)
-    for i, scene in enumerate(scenes):
-        background[i] = torch.tensor(PALETTE[scene.background]) / 255
-        for j, shape in enumerate(scene.shapes):
-            kind[i, j] = SHAPES.index(shape.kind)
-            centre[i, j] = torch.tensor((shape.x, shape.y))
-            radius[i, j] = shape.radius
-            colour[i, j] = torch.tensor(PALETTE[shape.colour]) / 255
-    return SceneBatch(kind, centre, radius, colour, background)
+    return SceneBatch(*(torch.from_numpy(a) for a in pack_arrays(scenes, slots)))
 
 
 def render(batch, size=SIZE):

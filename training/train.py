@@ -127,8 +127,7 @@ def train(args):
                 chunk, within = scenes.to(device), step % per_chunk if chunk is None else 0
                 tokens_all = tokens_all.to(device)
             rows = slice(within * args.batch, (within + 1) * args.batch)
-            images = render(type(chunk)(chunk.kind[rows], chunk.centre[rows], chunk.radius[rows],
-                                        chunk.colour[rows], chunk.background[rows]))
+            images = render(chunk[rows])
             tokens = tokens_all[rows]
             dropped = torch.rand(tokens.shape[0], device=device) < CAPTION_DROPOUT
             tokens = torch.where(dropped[:, None], empty, tokens)
