@@ -26,4 +26,4 @@ comfyui: setup
 	@$(PY) scripts/comfyui.py --port $(PORT)
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) .cache .pytest_cache diffusion_blocks.egg-info

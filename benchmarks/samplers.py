@@ -1,6 +1,6 @@
 """Samplers on an exact problem: error against model calls, and each sampler's own overhead against ComfyUI's.
 
-The data are a Gaussian mixture, whose ideal denoiser E[x0 | x] is closed-form (tests/harness/gmm.py), so
+The data are a Gaussian mixture, whose ideal denoiser E[x0 | x] is closed-form (devtools/gmm.py), so
 the probability-flow ODE has a reference answer (RK4, 4000 steps) and the true data distribution is known.
 For every sampler and 5/10/20/40 Karras steps (SD1.x's range) it prints:
   * ode error: mean distance to the ODE reference at sigma_min (deterministic samplers; the schedule's
@@ -11,23 +11,17 @@ Writes benchmarks/results/samplers.md and samplers.png. Run: .venv/bin/python be
 """
 import inspect
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from diffusion_blocks.devtools.comfy_host import import_comfyui, sd1_model_sampling
+from diffusion_blocks.devtools.gmm import GaussianMixture, reference_solution
+from diffusion_blocks.samplers import SAMPLER_SPECS, SAMPLERS
+from diffusion_blocks.schedules import get_sigmas
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from harness.comfy_host import import_comfyui  # noqa: E402
-from harness.comfy_model import ComfyModelStandIn  # noqa: E402
-from harness.gmm import GaussianMixture, reference_solution  # noqa: E402
-from harness.paths import make_pack_importable  # noqa: E402
-
-make_pack_importable()
-from diffusion_blocks.samplers import SAMPLER_SPECS, SAMPLERS  # noqa: E402
-from diffusion_blocks.schedules import get_sigmas  # noqa: E402
-
 STEPS = (5, 10, 20, 40)
 SIGMA_MIN, SIGMA_MAX = 0.0291675, 14.614642
 RESULTS = ROOT / "benchmarks" / "results"
@@ -83,7 +77,10 @@ def comfyui_samplers():
 
 
 def per_step_seconds(fn, x, sigmas, repeats=5, **kwargs):
-    free_model = ComfyModelStandIn(lambda x, sigma, **extra: x * 0.5)  # the cost left is the sampler's own
+    import_comfyui()
+    from diffusion_blocks.nodes.k_model import KDiffusionModel  # nodes/ imports comfy: after import_comfyui()
+
+    free_model = KDiffusionModel(lambda x, sigma, **extra: x * 0.5, sd1_model_sampling())  # the sampler's own cost
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()

@@ -13,21 +13,16 @@ Writes benchmarks/results/text_encode.md. Run: .venv/bin/python benchmarks/text_
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from diffusion_blocks.devtools.comfy_host import import_comfyui
+from diffusion_blocks.networks.clip_text import ARCHITECTURES
+from diffusion_blocks.networks.text_encoder_loading import load_text_encoder
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from harness.comfy_host import import_comfyui  # noqa: E402
-from harness.paths import make_pack_importable  # noqa: E402
-
-make_pack_importable()
-from diffusion_blocks.networks.clip_text import ARCHITECTURES  # noqa: E402
-from diffusion_blocks.networks.text_encoder_loading import load_text_encoder  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 PROMPTS = [
     "a photo of a cat",

@@ -26,14 +26,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from harness.paths import IMPORT_ROOT, comfyui_path, make_pack_importable  # noqa: E402
+from diffusion_blocks.devtools.comfy_host import import_comfyui
+from diffusion_blocks.networks.families import FAMILIES as MODEL_FAMILIES
+from diffusion_blocks.networks.unet import UNet
+from diffusion_blocks.networks.unet.fast import fast_unet
+from diffusion_blocks.networks.unet_loading import load_unet, parse_dtype
 
-make_pack_importable()
-from diffusion_blocks.networks.unet import PRESETS, UNet  # noqa: E402
-from diffusion_blocks.networks.unet.fast import fast_unet  # noqa: E402
-from diffusion_blocks.networks.unet_loading import load_unet, parse_dtype  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS = ROOT / "benchmarks" / "results"
 SETTINGS = {  # device -> (dtype, batch, {model: latent size})
@@ -47,11 +46,7 @@ TEXT_TOKENS = 77
 
 def import_comfy(device):
     """ComfyUI's UNetModel, with ComfyUI told to stay on the CPU when that is the device measured."""
-    sys.path.insert(0, str(comfyui_path()))
-    from comfy.cli_args import args
-
-    args.cpu = device == "cpu"
-    import comfy.model_management  # noqa: F401  (after args)
+    import_comfyui(cpu=device == "cpu")
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     return UNetModel
@@ -122,7 +117,7 @@ def count_flops(call):
 
 
 def bench_model(name, device, dtype_name, batch, size, args, UNetModel):
-    config, dtype = PRESETS[FAMILIES[name]], parse_dtype(dtype_name)
+    config, dtype = MODEL_FAMILIES[FAMILIES[name]].unet, parse_dtype(dtype_name)
     started = time.perf_counter()
     state = random_weights(config, dtype, device)
     with torch.device("meta"):
@@ -169,11 +164,11 @@ def bench_model(name, device, dtype_name, batch, size, args, UNetModel):
 
 def memory_check(dtype_name="fp16"):
     """Load an SDXL-shaped file (written once, constant-filled) in a fresh process: RAM growth at peak vs weights."""
-    config = PRESETS["sdxl"]
+    config = MODEL_FAMILIES["sdxl"].unet
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "sdxl_unet.safetensors"
         write_constant_file(path, config, parse_dtype(dtype_name))
-        code = (f"import json, sys, time\nsys.path.insert(0, {str(IMPORT_ROOT)!r})\nimport torch\n"
+        code = (f"import json, time\nimport torch\n"
                 "from diffusion_blocks.networks.unet_loading import load_unet\n"
                 "def rss(f): return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith(f))\n"
                 f"before = rss('VmRSS:'); start = time.perf_counter()\nunet = load_unet({str(path)!r}, dtype={dtype_name!r})\n"

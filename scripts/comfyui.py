@@ -8,14 +8,15 @@ import argparse
 import subprocess
 import sys
 
-from comfyui_server import PACK_ROOT, ComfyServer, comfyui_root
+from diffusion_blocks.devtools.paths import PACK_ROOT, comfyui_path
+from diffusion_blocks.devtools.server import ComfyServer
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8188)
     args = parser.parse_args()
-    root = comfyui_root()
+    root = comfyui_path()
     if PACK_ROOT.parent == root / "custom_nodes":
         command = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(args.port)]
     else:

@@ -10,7 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
-from comfyui_server import PACK_ROOT, ComfyServer
+from diffusion_blocks.devtools.paths import PACK_ROOT
+from diffusion_blocks.devtools.server import ComfyServer
 
 WORKFLOW = PACK_ROOT / "example_workflows" / "api" / "text_to_image.json"
 

@@ -13,20 +13,15 @@ their paths. Every prompt gets the same seed, so pictures differ only by their p
 (DB_Schedule, on the model's own noise range); unknown names are refused before ComfyUI starts.
 """
 import argparse
-import copy
 import json
 import shutil
-import sys
 from pathlib import Path
 
-from comfyui_server import PACK_ROOT, ComfyServer
-
-sys.path.insert(0, str(PACK_ROOT / "tests"))
-from harness.paths import make_pack_importable  # noqa: E402
-
-make_pack_importable()
-from diffusion_blocks.samplers import SAMPLER_SPECS  # noqa: E402
-from diffusion_blocks.schedules import SCHEDULES  # noqa: E402
+from diffusion_blocks.devtools.paths import PACK_ROOT
+from diffusion_blocks.devtools.server import ComfyServer
+from diffusion_blocks.devtools.workflow_format import text_to_image_workflow
+from diffusion_blocks.samplers import SAMPLER_SPECS
+from diffusion_blocks.schedules import SCHEDULES
 
 WORKFLOW = PACK_ROOT / "example_workflows" / "api" / "text_to_image.json"
 
@@ -54,27 +49,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def patched(workflow, prompt, seed, steps, sampler, scheduler, cfg):
-    """The text-to-image workflow with its prompt, seed, cfg, sampler and schedule replaced."""
-    workflow = copy.deepcopy(workflow)
-    sample = next(node["inputs"] for node in workflow.values() if node["class_type"] == "DB_Sample")
-    sample.update(seed=seed, cfg=cfg)
-    workflow[sample["positive"][0]]["inputs"]["text"] = prompt
-    workflow[sample["sampler"][0]] = {"class_type": "DB_Sampler", "inputs": {"sampler": sampler}}
-    schedule = workflow[sample["sigmas"][0]]["inputs"]
-    workflow[sample["sigmas"][0]] = {"class_type": "DB_Schedule", "inputs": {
-        "schedule": scheduler, "steps": steps, "denoise": 1.0, "sigma_max": schedule["sigma_max"],
-        "sigma_min": schedule["sigma_min"], "model": schedule["model"]}}
-    return workflow
-
-
 def main():
     args = parse_args()
     base = json.loads(WORKFLOW.read_text())
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with ComfyServer(PACK_ROOT / ".cache" / "generate-home") as server:
         for index, prompt in enumerate(args.prompt):
-            workflow = patched(base, prompt, args.seed, args.steps, args.sampler, args.scheduler, args.cfg)
+            workflow = text_to_image_workflow(base, prompt, args.seed, args.steps, args.sampler, args.scheduler, args.cfg)
             image, = server.output_images(server.run(workflow))
             target = args.out_dir / f"{index:03d}.png"
             shutil.copyfile(image, target)

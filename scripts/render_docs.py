@@ -9,12 +9,13 @@ Run: .venv/bin/python scripts/render_docs.py [--checkpoint path/to/v1-5.safetens
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 from PIL import Image
 
-from comfyui_server import PACK_ROOT, ComfyServer
+from diffusion_blocks.devtools.paths import PACK_ROOT
+from diffusion_blocks.devtools.server import ComfyServer
+from diffusion_blocks.devtools.sd_checkpoint import install_checkpoint
 
 API = PACK_ROOT / "example_workflows" / "api"
 DOCS = PACK_ROOT / "docs"
@@ -30,9 +31,6 @@ def checkpoint_names(workflow):
 def link_checkpoint(base, checkpoint, name):
     """Make `checkpoint` (a real file, or None: the random one) available as models/checkpoints/<name>."""
     if checkpoint is None:
-        sys.path.insert(0, str(PACK_ROOT / "tests"))
-        from harness.sd_checkpoint import install_checkpoint
-
         return install_checkpoint(base, name)
     link = Path(base) / "models" / "checkpoints" / name
     link.unlink(missing_ok=True)

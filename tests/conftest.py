@@ -1,21 +1,15 @@
-"""Test set-up shared by all tiers: the pack importable as `diffusion_blocks`, ComfyUI on demand."""
-import sys
-from pathlib import Path
+"""Test set-up shared by all tiers: ComfyUI in-process and as a server, on demand.
 
+The pack is installed in .venv as `diffusion_blocks` (scripts/setup.py); pytest.ini puts tests/ (for
+`harness`) and the provisioned ComfyUI on the path.
+"""
 import pytest
-
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
-
-from harness import paths  # noqa: E402
-
-paths.make_pack_importable()
 
 
 @pytest.fixture(scope="session")
 def comfy():
     """ComfyUI imported in this process with the CPU forced; returns ComfyUI's folder."""
-    from harness.comfy_host import import_comfyui
+    from diffusion_blocks.devtools.comfy_host import import_comfyui
 
     return import_comfyui()
 
@@ -35,7 +29,7 @@ def pack_nodes(comfy):
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """A real ComfyUI server with the pack in custom_nodes/, shared by the end-to-end tests."""
-    from harness.server import ComfyServer
+    from diffusion_blocks.devtools.server import ComfyServer
 
     server = ComfyServer(tmp_path_factory.mktemp("comfy_server"))
     try:

@@ -1,7 +1,7 @@
 """The example workflows run in a real ComfyUI server, each showing what it promises; each UI file is its API twin.
 
 The bundled shapes model runs at the shipped settings. The SD1.x workflows name a placeholder checkpoint; the
-random-weight SD1.x checkpoint (tests/harness/sd_checkpoint.py) is installed under that name and the latent is
+random-weight SD1.x checkpoint (devtools/sd_checkpoint.py) is installed under that name and the latent is
 shrunk to 64x64 pixels, with fewer steps, to stay fast on the CPU.
 """
 import json
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.paths import PACK_ROOT
-from harness.sd_checkpoint import install_checkpoint
+from diffusion_blocks.devtools.paths import PACK_ROOT
+from diffusion_blocks.devtools.sd_checkpoint import install_checkpoint
 
 pytestmark = pytest.mark.e2e
 WORKFLOWS = PACK_ROOT / "example_workflows"
@@ -144,7 +144,7 @@ def test_every_example_has_a_ui_file_and_an_api_twin():
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_ui_workflow_queues_its_api_twin(comfy_server, name):
-    from workflow_format import ui_to_api  # scripts/, on the path through harness.server
+    from diffusion_blocks.devtools.workflow_format import ui_to_api
 
     queued = ui_to_api(json.loads((WORKFLOWS / f"{name}.json").read_text()), comfy_server.get("/object_info"))
     assert queued == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in load_api(name).items()}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.sd_checkpoint import (CLIP_PREFIX, PARAMETERS, UNET_PREFIX, VAE_PREFIX, install_checkpoint,
+from diffusion_blocks.devtools.sd_checkpoint import (CLIP_PREFIX, PARAMETERS, UNET_PREFIX, VAE_PREFIX, install_checkpoint,
                                    sd1_checkpoint_path)
 
 pytestmark = pytest.mark.e2e

@@ -1,6 +1,6 @@
 """Text to image with the pack's own blocks in a real ComfyUI server: Load U-Net -> Empty Latent -> Sample ->
 Latent to Image -> SaveImage, on a tiny random pixel-space U-Net steered by the CLIP-L text encoder of the random
-SD1.x checkpoint (tests/harness/sd_checkpoint.py)."""
+SD1.x checkpoint (devtools/sd_checkpoint.py)."""
 import threading
 
 import numpy as np
@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.sd_checkpoint import install_checkpoint
-from harness.server import WorkflowError, WorkflowInterrupted
+from diffusion_blocks.devtools.sd_checkpoint import install_checkpoint
+from diffusion_blocks.devtools.server import WorkflowError, WorkflowInterrupted
 
 from diffusion_blocks.networks.prediction import TrainingSpec
 from diffusion_blocks.networks.unet import UNet, UNetConfig

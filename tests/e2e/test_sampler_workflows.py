@@ -1,6 +1,6 @@
 """Our schedules and samplers driving a native SD1.x model in a real ComfyUI server.
 
-The checkpoint has SD1.x's exact architecture with random weights (tests/harness/sd_checkpoint.py). The
+The checkpoint has SD1.x's exact architecture with random weights (devtools/sd_checkpoint.py). The
 same workflow runs once with our SAMPLER and once with ComfyUI's sampler of the same name (KSamplerSelect);
 the latents they save must agree. Ancestral samplers agree too: both draw their noise from a CPU generator
 seeded with the noise seed, in the same order.
@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.sd_checkpoint import install_checkpoint
-from harness.server import WorkflowError, WorkflowInterrupted
+from diffusion_blocks.devtools.sd_checkpoint import install_checkpoint
+from diffusion_blocks.devtools.server import WorkflowError, WorkflowInterrupted
 
 pytestmark = pytest.mark.e2e
 STEPS = 4
@@ -115,7 +115,7 @@ def test_compare_samplers_example_puts_four_samplers_side_by_side(comfy_server, 
     import numpy as np
     from PIL import Image
 
-    from harness.paths import PACK_ROOT
+    from diffusion_blocks.devtools.paths import PACK_ROOT
 
     workflow = json.loads((PACK_ROOT / "example_workflows" / "api" / "compare_samplers.json").read_text())
     workflow["1"]["inputs"]["ckpt_name"] = checkpoint

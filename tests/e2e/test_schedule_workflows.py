@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.paths import PACK_ROOT
-from harness.server import WorkflowError
+from diffusion_blocks.devtools.paths import PACK_ROOT
+from diffusion_blocks.devtools.server import WorkflowError
 
 pytestmark = pytest.mark.e2e
 WORKFLOWS = PACK_ROOT / "example_workflows"
@@ -28,10 +28,7 @@ def test_schedule_comparison_writes_a_plot(comfy_server):
 
 
 def test_ui_workflow_is_the_api_twin(comfy_server):
-    import sys
-
-    sys.path.insert(0, str(PACK_ROOT / "scripts"))
-    from workflow_format import ui_to_api
+    from diffusion_blocks.devtools.workflow_format import ui_to_api
 
     object_info = comfy_server.get("/object_info")
     for ui_path in sorted(WORKFLOWS.glob("*.json")):

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from harness.paths import PACK_NAME
+from diffusion_blocks.devtools.paths import PACK_NAME
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def test_every_node_of_the_pack_is_in_object_info(comfy_server, pack_nodes):
 
 
 def test_example_workflows_are_offered_as_templates(comfy_server):
-    from harness.paths import PACK_ROOT
+    from diffusion_blocks.devtools.paths import PACK_ROOT
 
     templates = comfy_server.get("/workflow_templates")
     examples = {path.stem for path in (PACK_ROOT / "example_workflows").glob("*.json")}

@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from harness.sd_checkpoint import install_checkpoint
-from harness.server import WorkflowError
+from diffusion_blocks.devtools.sd_checkpoint import install_checkpoint
+from diffusion_blocks.devtools.server import WorkflowError
 
 pytestmark = pytest.mark.e2e
 PROMPT = "a (red:1.3) circle left of a \\(blue\\) square, " + ", ".join(f"detail {i}" for i in range(40))

@@ -1,1 +1,1 @@
-"""Helpers for the test tiers: paths, in-process ComfyUI, and a real ComfyUI server."""
+"""Helpers only the tests use (importable as `harness` through pytest.ini's pythonpath); what scripts, benchmarks and tests share is diffusion_blocks.devtools."""

@@ -1,29 +1,12 @@
-"""What ComfyUI's k-diffusion samplers read from their model besides calling it, for reference runs."""
-from types import SimpleNamespace
+"""Reference runs of ComfyUI's k-diffusion samplers: a denoiser as their model, and noise keyed by the step."""
+from diffusion_blocks.devtools.comfy_host import sd1_model_sampling
 
 
-def sd1_model_sampling():
-    """ComfyUI's own SD1.x model sampling (discrete, eps prediction): sigma is the EDM sigma."""
-    import comfy.model_sampling as ms
+def sd1_k_model(denoiser, model_sampling=None):
+    """`denoiser` as ComfyUI's samplers see a model: the pack's KDiffusionModel with SD1.x's model sampling."""
+    from diffusion_blocks.nodes.k_model import KDiffusionModel  # nodes/ imports comfy: only once it is set up
 
-    class SD1Sampling(ms.ModelSamplingDiscrete, ms.EPS):
-        pass
-
-    return SD1Sampling()
-
-
-class ComfyModelStandIn:
-    """A denoiser with the attributes ComfyUI's samplers look up: model.inner_model.inner_model.model_sampling
-    and model.inner_model.model_patcher.get_model_object("model_sampling")."""
-
-    def __init__(self, denoiser, model_sampling=None):
-        self.denoiser = denoiser
-        sampling = model_sampling or sd1_model_sampling()
-        patcher = SimpleNamespace(get_model_object={"model_sampling": sampling}.__getitem__)
-        self.inner_model = SimpleNamespace(inner_model=SimpleNamespace(model_sampling=sampling), model_patcher=patcher)
-
-    def __call__(self, x, sigma, **extra_args):
-        return self.denoiser(x, sigma, **extra_args)
+    return KDiffusionModel(denoiser, model_sampling or sd1_model_sampling())
 
 
 def keyed_noise_for(shape):

@@ -19,12 +19,9 @@ def native_model(comfy):
 @pytest.fixture(scope="session")
 def sd1_sampling(comfy):
     """ComfyUI's own SD1.x model sampling (discrete, eps, scaled-linear betas)."""
-    import comfy.model_sampling as ms
+    from diffusion_blocks.devtools.comfy_host import sd1_model_sampling
 
-    class SD1Sampling(ms.ModelSamplingDiscrete, ms.EPS):
-        pass
-
-    return SD1Sampling()
+    return sd1_model_sampling()
 
 
 @pytest.fixture(scope="session")

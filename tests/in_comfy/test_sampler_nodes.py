@@ -44,7 +44,7 @@ def test_widgets_reach_the_sampler_under_its_own_option_names(pack_nodes):
 def test_our_sampler_inside_comfyui_ksampler_equals_comfyui_sampler_on_the_same_denoiser(pack_nodes):
     """ComfyUI's KSAMPLER hands our function exactly the k-diffusion call; the result equals its own sampler's."""
     import comfy.samplers
-    from harness.gmm import GaussianMixture
+    from diffusion_blocks.devtools.gmm import GaussianMixture
 
     mixture = GaussianMixture(dim=8, seed=2)
     sigmas = torch.tensor([14.6, 7.0, 3.0, 1.2, 0.4, 0.1, 0.0], dtype=torch.float64)

@@ -22,7 +22,7 @@ def model_folders(tmp_path_factory):
     """ComfyUI's checkpoints and text_encoders folders extended with the random SD1.x checkpoint and small towers."""
     import folder_paths
 
-    from harness.sd_checkpoint import sd1_checkpoint_path
+    from diffusion_blocks.devtools.sd_checkpoint import sd1_checkpoint_path
 
     base = tmp_path_factory.mktemp("models")
     (base / "checkpoints").mkdir()

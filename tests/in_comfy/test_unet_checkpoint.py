@@ -8,8 +8,7 @@ import time
 import pytest
 import torch
 
-from harness.paths import IMPORT_ROOT
-from harness.sd_checkpoint import UNET_PREFIX, sd1_checkpoint_path
+from diffusion_blocks.devtools.sd_checkpoint import UNET_PREFIX, sd1_checkpoint_path
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +53,7 @@ def test_our_unet_swapped_into_a_comfyui_sampling_run_gives_the_same_latents(com
 def test_loading_in_fp16_peaks_near_the_weights_size(checkpoint):
     """Meta-device build + one tensor at a time read straight into its final buffer: RAM grows by the weights only."""
     code = f"""
-import json, sys, resource
-sys.path.insert(0, {str(IMPORT_ROOT)!r})
+import json, resource
 import torch
 from diffusion_blocks.networks.unet_loading import load_unet
 def rss(field):

@@ -8,7 +8,7 @@ import unicodedata
 import pytest
 
 from diffusion_blocks.networks.clip_tokenizer import DEFAULT_MERGES, ClipTokenizer, clean_text, default_tokenizer
-from harness.paths import comfyui_path
+from diffusion_blocks.devtools.paths import comfyui_path
 
 CORPUS_SIZE = 6000
 WHITE_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"

@@ -1,6 +1,6 @@
 """A real ComfyUI server with this pack loaded: start, run API-format workflows, read outputs, stop.
 
-Shared by the end-to-end tests, `make demo`, `make comfyui` and scripts/generate. The server
+Shared by the end-to-end tests, `make demo`, `make comfyui`, scripts/ and benchmarks/. The server
 gets its own base directory (models, custom_nodes, input, output, user), with the pack linked
 into its custom_nodes/, so nothing in ComfyUI's own folder is touched.
 """
@@ -16,8 +16,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-PACK_ROOT = Path(__file__).resolve().parent.parent
-PACK_NAME = "diffusion_blocks"
+from .paths import PACK_NAME, PACK_ROOT, comfyui_path
+
 MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "embeddings", "vae")
 
 
@@ -33,16 +33,6 @@ class WorkflowError(RuntimeError):
 
 class WorkflowInterrupted(RuntimeError):
     """The workflow was stopped (POST /interrupt, the Stop button) before it finished."""
-
-
-def comfyui_root():
-    """ComfyUI's folder as recorded by scripts/setup.py, or $COMFYUI_PATH."""
-    if os.environ.get("COMFYUI_PATH"):
-        return Path(os.environ["COMFYUI_PATH"]).resolve()
-    recorded = PACK_ROOT / ".cache" / "comfyui_path"
-    if not recorded.exists():
-        raise RuntimeError("ComfyUI is not provisioned: run `make setup` first")
-    return Path(recorded.read_text().strip())
 
 
 def free_port():
@@ -91,7 +81,7 @@ class ComfyServer:
     def start(self, timeout=180):
         log = open(self.log_path, "w")
         env = {**os.environ, **{k: os.environ.get(k, v) for k, v in OPENMP_WAITING.items()}}
-        self.process = subprocess.Popen(self.command(), cwd=comfyui_root(), stdout=log, env=env,
+        self.process = subprocess.Popen(self.command(), cwd=comfyui_path(), stdout=log, env=env,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -109,11 +109,10 @@ def _locked(lock_path):
 
 
 def _generate_in_subprocess(path):
-    tests = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
     started = time.monotonic()
     print(f"[sd_checkpoint] generating {path} (once; ~2.1 GB)", file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, "-m", "harness.sd_checkpoint", str(path)], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "diffusion_blocks.devtools.sd_checkpoint", str(path)], cwd=CACHE_DIR,
+                   check=True)
     print(f"[sd_checkpoint] generated in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
 
 
