@@ -1,17 +1,18 @@
 """Shared pieces of the samplers: the sampler record, seeded CPU noise, and small step helpers."""
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplerSpec:
-    """A sampler function with the facts nodes and benchmarks show about it."""
+    """A sampler function with the facts nodes and benchmarks show about it (keyword arguments only)."""
 
     fn: Callable
     calls_per_step: float  # model evaluations per step (average for adaptive or first-step extras)
-    order: int  # deterministic order of accuracy
+    order: int  # order of accuracy of the deterministic method at full order (tests/unit/test_samplers_order.py)
     stochastic: bool
     summary: str
 
@@ -30,13 +31,27 @@ def prepare(x, extra_args, noise_sampler=None):
     return extra_args, noise_sampler, x.new_ones([x.shape[0]])
 
 
+def item_seeds(seed, batch):
+    """One seed per batch item: an int s (None: 0) gives s, s + 1, ..., s + batch - 1; a sequence or 1-D tensor
+    gives each item its own."""
+    if seed is None or isinstance(seed, numbers.Integral) or (isinstance(seed, torch.Tensor) and seed.ndim == 0):
+        first = 0 if seed is None else int(seed)
+        return [(first + k) % 2**64 for k in range(batch)]  # wrapped as torch wraps negative seeds
+    seeds = [int(s) for s in (seed.tolist() if isinstance(seed, torch.Tensor) else seed)]
+    if len(seeds) != batch:
+        raise ValueError(f"seed: got {len(seeds)} seeds for a batch of {batch}; give one per item, or one int")
+    return [s % 2**64 for s in seeds]
+
+
 def seeded_noise_sampler(x, seed):
-    """Gaussian noise like `x` drawn from a CPU generator, so one seed gives the same noise on any device."""
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(0 if seed is None else int(seed))
+    """Gaussian noise like `x`, item k from its own CPU generator seeded item_seeds(seed)[k] (float32, then moved).
+
+    So item k of a batch with seed s gets the noise of a single-image run with seed s + k, on any device."""
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in item_seeds(seed, x.shape[0])]
 
     def noise_sampler(sigma=None, sigma_next=None):
-        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32, device="cpu")
+        noise = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=torch.float32, device="cpu")
+                             for g in generators])
         return noise.to(device=x.device, dtype=x.dtype)
 
     return noise_sampler

@@ -57,10 +57,16 @@ def lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sa
 
 
 SPECS = {
-    "ddpm": SamplerSpec(ddpm, 1, 1, True, "DDPM: sample the next, less noisy step from the posterior given the "
-                                       "predicted clean image (Ho et al. 2020)."),
-    "ddim": SamplerSpec(ddim, 1, 1, False, "DDIM (Song et al. 2021): deterministic at eta = 0 (the same as Euler); "
-                                        "eta = 1 gives DDPM's noise."),
-    "lcm": SamplerSpec(lcm, 1, 0, True, "Latent consistency sampling: jump to the predicted clean image, then add "
-                                     "noise for the next level; for consistency-distilled models."),
+    "ddpm": SamplerSpec(
+        fn=ddpm, calls_per_step=1, order=1, stochastic=True,
+        summary="DDPM: sample the next, less noisy step from the posterior given the "
+                "predicted clean image (Ho et al. 2020)."),
+    "ddim": SamplerSpec(
+        fn=ddim, calls_per_step=1, order=1, stochastic=False,
+        summary="DDIM (Song et al. 2021): deterministic at eta = 0 (the same as Euler); "
+                "eta = 1 gives DDPM's noise."),
+    "lcm": SamplerSpec(
+        fn=lcm, calls_per_step=1, order=0, stochastic=True,
+        summary="Latent consistency sampling: jump to the predicted clean image, then add "
+                "noise for the next level; for consistency-distilled models."),
 }

@@ -12,14 +12,7 @@ import math
 import torch
 
 from .common import SamplerSpec, ancestral_step, prepare, report
-
-
-def _sigma(lam):
-    return lam.neg().exp()
-
-
-def _lam(sigma):
-    return sigma.log().neg()
+from .exponential import h_phi, lambda_of, sigma_of
 
 
 def _end_points(sigmas):
@@ -37,7 +30,7 @@ def _eps_fn(model, x, extra_args):
     s_in = x.new_ones([x.shape[0]])
 
     def eps_fn(x, lam):
-        sigma = _sigma(lam)
+        sigma = sigma_of(lam)
         denoised = model(x, sigma * s_in, **extra_args)
         return (x - denoised) / sigma, denoised
 
@@ -52,23 +45,23 @@ def _dpm_solver_step(eps_fn, x, eps, lam, lam_next, order):
     `eps` is eps_theta(x, lam), already evaluated.
     """
     h = lam_next - lam
-    sigma_next = _sigma(lam_next)
-    x_1 = x - sigma_next * h.expm1() * eps  # DPM-Solver-1 (DDIM)
+    sigma_next = sigma_of(lam_next)
+    x_1 = x - sigma_next * h_phi(1, h) * eps  # DPM-Solver-1 (DDIM)
     if order == 1:
         return x_1, None
     r1 = 1 / 2 if order == 2 else 1 / 3
     s1 = lam + r1 * h
-    u1 = x - _sigma(s1) * (r1 * h).expm1() * eps
+    u1 = x - sigma_of(s1) * h_phi(1, r1 * h) * eps
     eps_1, _ = eps_fn(u1, s1)
-    x_2 = x_1 - sigma_next / (2 * r1) * h.expm1() * (eps_1 - eps)  # DPM-Solver-2
+    x_2 = x_1 - sigma_next / (2 * r1) * h_phi(1, h) * (eps_1 - eps)  # DPM-Solver-2
     if order == 2:
         return x_2, x_1
     r2 = 2 / 3
     s2 = lam + r2 * h
-    u2 = (x - _sigma(s2) * (r2 * h).expm1() * eps
-          - _sigma(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_1 - eps))
+    u2 = (x - sigma_of(s2) * h_phi(1, r2 * h) * eps
+          - sigma_of(s2) * (r2 / r1) * h_phi(2, r2 * h) * (eps_1 - eps))
     eps_2, _ = eps_fn(u2, s2)
-    x_3 = x_1 - sigma_next / r2 * (h.expm1() / h - 1) * (eps_2 - eps)  # DPM-Solver-3
+    x_3 = x_1 - sigma_next / r2 * h_phi(2, h) * (eps_2 - eps)  # DPM-Solver-3
     return x_3, x_2
 
 
@@ -76,9 +69,9 @@ def _ancestral_target(lam, lam_next, lam_end, eta):
     """Where the deterministic part of a stochastic step lands, and how much noise restores sigma(lam_next)."""
     if not eta:
         return lam_next, 0.0
-    sigma_down, _ = ancestral_step(_sigma(lam), _sigma(lam_next), eta)
-    lam_down = torch.minimum(lam_end, _lam(sigma_down))  # eta > 0 only runs towards lower noise
-    sigma_up = (_sigma(lam_next) ** 2 - _sigma(lam_down) ** 2) ** 0.5
+    sigma_down, _ = ancestral_step(sigma_of(lam), sigma_of(lam_next), eta)
+    lam_down = torch.minimum(lam_end, lambda_of(sigma_down))  # eta > 0 only runs towards lower noise
+    sigma_up = (sigma_of(lam_next) ** 2 - sigma_of(lam_down) ** 2) ** 0.5
     return lam_down, sigma_up
 
 
@@ -103,7 +96,7 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, eta
     extra_args, noise_sampler, _ = prepare(x, extra_args, noise_sampler)
     eps_fn = _eps_fn(model, x, extra_args)
     sigma_start, sigma_end = _end_points(sigmas)
-    lam_start, lam_end = _lam(sigma_start), _lam(sigma_end)
+    lam_start, lam_end = lambda_of(sigma_start), lambda_of(sigma_end)
     if eta and lam_end < lam_start:
         raise ValueError("eta must be 0 when sampling towards higher noise")
 
@@ -113,10 +106,10 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, eta
         lam, lam_next = lams[i], lams[i + 1]
         lam_down, sigma_up = _ancestral_target(lam, lam_next, lam_end, eta)
         eps, denoised = eps_fn(x, lam)
-        report(callback, i, x, _sigma(lam), _sigma(lam), denoised)
+        report(callback, i, x, sigma_of(lam), sigma_of(lam), denoised)
         x, _ = _dpm_solver_step(eps_fn, x, eps, lam, lam_down, order)
         if eta:
-            x = x + noise_sampler(_sigma(lam), _sigma(lam_next)) * s_noise * sigma_up
+            x = x + noise_sampler(sigma_of(lam), sigma_of(lam_next)) * s_noise * sigma_up
     return x
 
 
@@ -162,7 +155,7 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
     extra_args, noise_sampler, _ = prepare(x, extra_args, noise_sampler)
     eps_fn = _eps_fn(model, x, extra_args)
     sigma_start, sigma_end = _end_points(sigmas)
-    lam, lam_end = _lam(sigma_start), _lam(sigma_end)
+    lam, lam_end = lambda_of(sigma_start), lambda_of(sigma_end)
     forward = lam_end > lam
     if eta and not forward:
         raise ValueError("eta must be 0 when sampling towards higher noise")
@@ -177,7 +170,7 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
         lam_down, sigma_up = _ancestral_target(lam, lam_next, lam_end, eta)
         if eps is None:  # a rejected step retries from the same (x, lambda): reuse its evaluation
             eps, denoised = eps_fn(x, lam)
-            report(callback, i, x, _sigma(lam), _sigma(lam), denoised)
+            report(callback, i, x, sigma_of(lam), sigma_of(lam), denoised)
         x_high, x_low = _dpm_solver_step(eps_fn, x, eps, lam, lam_down, order)
         delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
         error = torch.linalg.vector_norm((x_high - x_low) / delta) / x.numel() ** 0.5
@@ -185,18 +178,18 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
             x_prev = x_low
             x = x_high
             if eta:
-                x = x + noise_sampler(_sigma(lam), _sigma(lam_next)) * s_noise * sigma_up
+                x = x + noise_sampler(sigma_of(lam), sigma_of(lam_next)) * s_noise * sigma_up
             lam, eps, i = lam_next, None, i + 1
     return x
 
 
 SPECS = {
     "dpm_fast": SamplerSpec(
-        dpm_fast, calls_per_step=1.0, order=3, stochastic=False,
+        fn=dpm_fast, calls_per_step=1.0, order=3, stochastic=False,
         summary="DPM-Solver-fast: third-order steps uniform in log-SNR, one model call per sigma step; "
                 "uses only the first and last nonzero sigma (eta > 0 adds noise)."),
     "dpm_adaptive": SamplerSpec(
-        dpm_adaptive, calls_per_step=3.0, order=3, stochastic=False,
+        fn=dpm_adaptive, calls_per_step=3.0, order=3, stochastic=False,
         summary="DPM-Solver-23 with adaptive step size: picks its own steps from rtol/atol between the first "
                 "and last nonzero sigma; model calls vary (about 3 per accepted step)."),
 }

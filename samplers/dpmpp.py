@@ -15,14 +15,7 @@ lambda = log((1 - sigma) / sigma) when it can read the model's sampling type).
 import torch
 
 from .common import SamplerSpec, ancestral_step, prepare, report
-
-
-def _sigma(lam):
-    return lam.neg().exp()
-
-
-def _lam(sigma):
-    return sigma.log().neg()
+from .exponential import h_phi, lambda_of, sde_noise_std, sigma_of
 
 
 @torch.no_grad()
@@ -38,12 +31,12 @@ def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable
         if sigma_down == 0:
             x = denoised  # an Euler step to sigma = 0 lands on the denoised estimate
         else:
-            lam, lam_down = _lam(sigma), _lam(sigma_down)
+            lam, lam_down = lambda_of(sigma), lambda_of(sigma_down)
             h = lam_down - lam
-            sigma_s = _sigma(lam + h / 2)
-            u = (sigma_s / sigma) * x - (-h / 2).expm1() * denoised
+            sigma_s = sigma_of(lam + h / 2)
+            u = (sigma_s / sigma) * x - h_phi(1, -h / 2) * denoised
             denoised_s = model(u, sigma_s * s_in, **extra_args)
-            x = (sigma_down / sigma) * x - (-h).expm1() * denoised_s
+            x = (sigma_down / sigma) * x - h_phi(1, -h) * denoised_s
         if sigma_next > 0:
             x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
     return x
@@ -62,13 +55,13 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, et
         if sigma_next == 0:
             x = denoised
             continue
-        lam, lam_next = _lam(sigma), _lam(sigma_next)
+        lam, lam_next = lambda_of(sigma), lambda_of(sigma_next)
         h = lam_next - lam
-        sigma_s = _sigma(lam + r * h)
+        sigma_s = sigma_of(lam + r * h)
 
         # Stage 1: first-order step to the intermediate lambda + r h (its deterministic part to sigma_down).
         sigma_down, sigma_up = ancestral_step(sigma, sigma_s, eta)
-        u = (sigma_down / sigma) * x - (_lam(sigma_down) - lam).neg().expm1() * denoised
+        u = (sigma_down / sigma) * x - h_phi(1, lam - lambda_of(sigma_down)) * denoised
         if noisy:
             u = u + noise_sampler(sigma, sigma_s) * s_noise * sigma_up
         denoised_s = model(u, sigma_s * s_in, **extra_args)
@@ -76,7 +69,7 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, et
         # Stage 2: the step to sigma_next with D_s corrected to second order in h.
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         denoised_d = (1 - 1 / (2 * r)) * denoised + 1 / (2 * r) * denoised_s
-        x = (sigma_down / sigma) * x - (_lam(sigma_down) - lam).neg().expm1() * denoised_d
+        x = (sigma_down / sigma) * x - h_phi(1, lam - lambda_of(sigma_down)) * denoised_d
         if noisy:
             x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
     return x
@@ -94,29 +87,29 @@ def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
         if sigma_next == 0:
             x = denoised
         else:
-            lam, lam_next = _lam(sigma), _lam(sigma_next)
+            lam, lam_next = lambda_of(sigma), lambda_of(sigma_next)
             h = lam_next - lam
             if denoised_prev is None:
                 denoised_d = denoised
             else:
-                r = (lam - _lam(sigmas[i - 1])) / h  # h_last / h
+                r = (lam - lambda_of(sigmas[i - 1])) / h  # h_last / h
                 denoised_d = (1 + 1 / (2 * r)) * denoised - 1 / (2 * r) * denoised_prev
-            x = (sigma_next / sigma) * x - (-h).expm1() * denoised_d
+            x = (sigma_next / sigma) * x - h_phi(1, -h) * denoised_d
         denoised_prev = denoised
     return x
 
 
 def _sde_step(x, denoised, sigma, sigma_next, eta):
     """The first-order part of a DPM-Solver++ SDE step: exact linear drift, denoised held constant."""
-    h = _lam(sigma_next) - _lam(sigma)
+    h = lambda_of(sigma_next) - lambda_of(sigma)
     h_eta = h * (eta + 1)
-    x = (sigma_next / sigma) * (-h * eta).exp() * x - (-h_eta).expm1() * denoised
+    x = (sigma_next / sigma) * (-h * eta).exp() * x - h_phi(1, -h_eta) * denoised
     return x, h, h_eta
 
 
 def _sde_noise(noise_sampler, sigma, sigma_next, h, eta, s_noise):
     """Noise that the SDE step injects: sigma_next * sqrt(1 - exp(-2 eta h)) * z."""
-    return noise_sampler(sigma, sigma_next) * sigma_next * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+    return noise_sampler(sigma, sigma_next) * sigma_next * sde_noise_std(h * eta) * s_noise
 
 
 @torch.no_grad()
@@ -138,9 +131,9 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
         if denoised_prev is not None:
             d1 = (denoised - denoised_prev) * (h / h_prev)  # first difference scaled to this step: (D - D_prev) / r
             if solver_type == "heun":
-                x = x + ((-h_eta).expm1() / h_eta + 1) * d1  # h phi_2(-h_eta) for data prediction
+                x = x - h_phi(2, -h_eta) * d1  # + h phi_2(-h_eta) D' for data prediction
             else:
-                x = x - 0.5 * (-h_eta).expm1() * d1
+                x = x - 0.5 * h_phi(1, -h_eta) * d1
         if eta > 0 and s_noise > 0:
             x = x + _sde_noise(noise_sampler, sigma, sigma_next, h, eta, s_noise)
         denoised_prev, h_prev = denoised, h
@@ -161,7 +154,7 @@ def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
             x = denoised
             continue
         x, h, h_eta = _sde_step(x, denoised, sigma, sigma_next, eta)
-        phi_2 = (-h_eta).expm1() / h_eta + 1  # phi_2(-h_eta) * h_eta, the weight of the first derivative
+        phi_2 = -h_phi(2, -h_eta)  # h_eta phi_2(-h_eta), the weight of the first derivative
         if h_2 is not None:
             r0, r1 = h_1 / h, h_2 / h
             d1_0 = (denoised - denoised_1) / r0
@@ -169,9 +162,9 @@ def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
             d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)  # first derivative, second-order accurate
             # h^2 D''/2 (not h^2 D''), weighted by -phi_3 as in k-diffusion and the DPM-Solver reference
             # code: ComfyUI's results, but it leaves an O(h^3) local error, so the method is second
-            # order as h -> 0 (third-order-like at practical step counts; see the unit tests).
+            # order as h -> 0 (steeper, problem-dependent, at practical step counts; see test_samplers_order.py).
             d2 = (d1_0 - d1_1) / (r0 + r1)
-            phi_3 = phi_2 / h_eta - 0.5
+            phi_3 = h_phi(3, -h_eta)  # -h_eta phi_3(-h_eta)
             x = x + phi_2 * d1 - phi_3 * d2
         elif h_1 is not None:
             x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
@@ -183,19 +176,19 @@ def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
 
 SPECS = {
     "dpmpp_2s_ancestral": SamplerSpec(
-        dpmpp_2s_ancestral, calls_per_step=2.0, order=2, stochastic=True,
+        fn=dpmpp_2s_ancestral, calls_per_step=2.0, order=2, stochastic=True,
         summary="DPM-Solver++(2S): a second-order single step per sigma, plus ancestral noise (eta)."),
     "dpmpp_sde": SamplerSpec(
-        dpmpp_sde, calls_per_step=2.0, order=2, stochastic=True,
+        fn=dpmpp_sde, calls_per_step=2.0, order=2, stochastic=True,
         summary="Stochastic DPM-Solver++(2S): two model calls per step with noise at both stages (eta, r)."),
     "dpmpp_2m": SamplerSpec(
-        dpmpp_2m, calls_per_step=1.0, order=2, stochastic=False,
+        fn=dpmpp_2m, calls_per_step=1.0, order=2, stochastic=False,
         summary="DPM-Solver++(2M): second-order multistep, one model call per step; a sharp default."),
     "dpmpp_2m_sde": SamplerSpec(
-        dpmpp_2m_sde, calls_per_step=1.0, order=2, stochastic=True,
+        fn=dpmpp_2m_sde, calls_per_step=1.0, order=2, stochastic=True,
         summary="DPM-Solver++(2M) SDE: 2M with fresh noise each step (eta; midpoint or heun correction)."),
     "dpmpp_3m_sde": SamplerSpec(
-        dpmpp_3m_sde, calls_per_step=1.0, order=2, stochastic=True,
-        summary="DPM-Solver++(3M) SDE: three-point multistep with fresh noise each step (eta); about third "
-                "order at 8-32 steps, second order in the limit (k-diffusion's weights)."),
+        fn=dpmpp_3m_sde, calls_per_step=1.0, order=2, stochastic=True,
+        summary="DPM-Solver++(3M) SDE: three-point multistep with fresh noise each step (eta); second order in "
+                "the limit (k-diffusion's weights), steeper at 8-32 steps."),
 }

@@ -77,7 +77,7 @@ def er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noi
 
 SPECS = {
     "er_sde": SamplerSpec(
-        er_sde, calls_per_step=1.0, order=2, stochastic=True,
+        fn=er_sde, calls_per_step=1.0, order=2, stochastic=True,
         summary="ER-SDE-Solver-3: extended reverse-time SDE with the paper's noise scaler, three-stage "
                 "multistep in sigma, one model call per step (noise_scaler=lambda l: l gives the ODE)."),
 }

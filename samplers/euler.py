@@ -153,16 +153,28 @@ def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_ch
 
 
 SPECS = {
-    "euler": SamplerSpec(euler, 1, 1, False, "Euler steps on the probability-flow ODE (Karras et al. 2022, Alg. 2); "
-                                          "s_churn adds fresh noise before each step."),
-    "euler_ancestral": SamplerSpec(euler_ancestral, 1, 1, True, "Euler step to a lower noise level, then fresh noise "
-                                                              "back up to the next one (ancestral sampling)."),
-    "heun": SamplerSpec(heun, 2, 2, False, "Heun's second-order steps (Karras et al. 2022, Alg. 1/2): Euler "
-                                        "predictor, trapezoidal corrector; two model calls per step."),
-    "heunpp2": SamplerSpec(heunpp2, 3, 1, False, "Heun++: averages slopes at up to three noise levels, weighted "
-                                              "towards plain Euler as the noise falls; up to three calls per step."),
-    "dpm_2": SamplerSpec(dpm_2, 2, 2, False, "DPM-Solver-2-style midpoint steps: the slope at the geometric mean "
-                                          "of the two noise levels drives each step."),
-    "dpm_2_ancestral": SamplerSpec(dpm_2_ancestral, 2, 2, True, "DPM-Solver-2 midpoint steps to a lower noise "
-                                                              "level, then fresh noise (ancestral sampling)."),
+    "euler": SamplerSpec(
+        fn=euler, calls_per_step=1, order=1, stochastic=False,
+        summary="Euler steps on the probability-flow ODE (Karras et al. 2022, Alg. 2); "
+                "s_churn adds fresh noise before each step."),
+    "euler_ancestral": SamplerSpec(
+        fn=euler_ancestral, calls_per_step=1, order=1, stochastic=True,
+        summary="Euler step to a lower noise level, then fresh noise "
+                "back up to the next one (ancestral sampling)."),
+    "heun": SamplerSpec(
+        fn=heun, calls_per_step=2, order=2, stochastic=False,
+        summary="Heun's second-order steps (Karras et al. 2022, Alg. 1/2): Euler "
+                "predictor, trapezoidal corrector; two model calls per step."),
+    "heunpp2": SamplerSpec(
+        fn=heunpp2, calls_per_step=3, order=1, stochastic=False,
+        summary="Heun++: averages slopes at up to three noise levels, weighted "
+                "towards plain Euler as the noise falls; up to three calls per step."),
+    "dpm_2": SamplerSpec(
+        fn=dpm_2, calls_per_step=2, order=2, stochastic=False,
+        summary="DPM-Solver-2-style midpoint steps: the slope at the geometric mean "
+                "of the two noise levels drives each step."),
+    "dpm_2_ancestral": SamplerSpec(
+        fn=dpm_2_ancestral, calls_per_step=2, order=2, stochastic=True,
+        summary="DPM-Solver-2 midpoint steps to a lower noise "
+                "level, then fresh noise (ancestral sampling)."),
 }

@@ -122,12 +122,20 @@ def deis(model, x, sigmas, extra_args=None, callback=None, disable=None, max_ord
 
 
 SPECS = {
-    "lms": SamplerSpec(lms, 1, 4, False, "Linear multistep (Adams-Bashforth, order 4 by default): reuses the "
-                                      "last few slopes, one model call per step."),
-    "ipndm": SamplerSpec(ipndm, 1, 2, False, "Improved PNDM: fixed-step Adams-Bashforth weights up to order 4; "
-                                          "exact order 4 on evenly spaced sigmas, order 2 on uneven ones."),
-    "ipndm_v": SamplerSpec(ipndm_v, 1, 4, False, "iPNDM for uneven steps: exact variable-step Adams-Bashforth up "
-                                              "to order 4 (the same method as lms)."),
-    "deis": SamplerSpec(deis, 1, 3, False, "DEIS (diffusion exponential integrator): extrapolates the predicted "
-                                        "noise in VP time and integrates it exactly; order 3 by default."),
+    "lms": SamplerSpec(
+        fn=lms, calls_per_step=1, order=4, stochastic=False,
+        summary="Linear multistep (Adams-Bashforth, order 4 by default): reuses the "
+                "last few slopes, one model call per step."),
+    "ipndm": SamplerSpec(
+        fn=ipndm, calls_per_step=1, order=2, stochastic=False,
+        summary="Improved PNDM: fixed-step Adams-Bashforth weights up to order 4; "
+                "exact order 4 on evenly spaced sigmas, order 2 on uneven ones."),
+    "ipndm_v": SamplerSpec(
+        fn=ipndm_v, calls_per_step=1, order=4, stochastic=False,
+        summary="iPNDM for uneven steps: exact variable-step Adams-Bashforth up "
+                "to order 4 (the same method as lms)."),
+    "deis": SamplerSpec(
+        fn=deis, calls_per_step=1, order=3, stochastic=False,
+        summary="DEIS (diffusion exponential integrator): extrapolates the predicted "
+                "noise in VP time and integrates it exactly; order 3 by default."),
 }

@@ -15,25 +15,10 @@ its node spacing is the last step's lambda_down - lambda, as in ComfyUI's res_mu
 by the noise levels the model saw, lambda_next - lambda, over-steers: on a Gaussian mixture it gives about
 7-11x worse sample covariances at 8..30 steps.)
 """
-import math
-
 import torch
 
 from .common import SamplerSpec, ancestral_step, prepare, report
-
-
-def _lam(sigma):
-    return -math.log(sigma)
-
-
-def _h_phi_1(h):
-    """h * phi_1(-h) = 1 - e^{-h}: the weight of a constant D over a step of length h."""
-    return -math.expm1(-h)
-
-
-def _h_phi_2(h):
-    """h * phi_2(-h) = (h - 1 + e^{-h}) / h: the weight of the linear part of D, per unit slope times h."""
-    return (math.expm1(-h) + h) / h
+from .exponential import h_phi, lambda_of
 
 
 @torch.no_grad()
@@ -50,15 +35,16 @@ def res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None
         if sigma_down == 0:
             x = denoised
         else:
-            h = _lam(sigma_down) - _lam(sigma)
-            x = (sigma_down / sigma) * x + _h_phi_1(h) * denoised  # exponential Euler (DDIM)
+            h = lambda_of(sigma_down) - lambda_of(sigma)
+            x = (sigma_down / sigma) * x - h_phi(1, -h) * denoised  # exponential Euler (DDIM): + h phi_1(-h) D
             if denoised_prev is not None:
-                # D linear in lambda with slope (D - D_prev) / h_prev: its integral against e^{-(lambda_t - u)}
-                x = x + _h_phi_2(h) * (h / h_prev) * (denoised - denoised_prev)
+                # D linear in lambda with slope (D - D_prev) / h_prev: its integral against e^{-(lambda_t - u)},
+                # h phi_2(-h) times h times the slope
+                x = x - h_phi(2, -h) * (h / h_prev) * (denoised - denoised_prev)
         if sigma_up > 0 and s_noise:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * (s_noise * sigma_up)
         if sigma_down > 0:
-            denoised_prev, h_prev = denoised, _lam(sigma_down) - _lam(sigma)
+            denoised_prev, h_prev = denoised, lambda_of(sigma_down) - lambda_of(sigma)
     return x
 
 
@@ -71,11 +57,11 @@ def res_multistep_ancestral(model, x, sigmas, extra_args=None, callback=None, di
 
 SPECS = {
     "res_multistep": SamplerSpec(
-        res_multistep, calls_per_step=1.0, order=2, stochastic=False,
+        fn=res_multistep, calls_per_step=1.0, order=2, stochastic=False,
         summary="RES multistep: second-order exponential multistep in log-SNR (phi_1/phi_2 weights), one model "
                 "call per step; eta > 0 makes it ancestral."),
     "res_multistep_ancestral": SamplerSpec(
-        res_multistep_ancestral, calls_per_step=1.0, order=2, stochastic=True,
+        fn=res_multistep_ancestral, calls_per_step=1.0, order=2, stochastic=True,
         summary="RES multistep with ancestral noise (eta = 1): steps below the next sigma, then fresh noise "
                 "restores it; one model call per step."),
 }

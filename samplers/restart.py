@@ -8,18 +8,12 @@ errors accumulated so far; the ODE keeps the discretisation error small. With no
 """
 import torch
 
+from ..schedules.sampling import karras
 from .common import SamplerSpec, prepare, report, to_d
 from .euler import heun_step
 
 # The paper's Stable Diffusion setting (its official pipeline for guidance 5-8): N = 10, K = 2, [0.1, 2].
 DEFAULT_RESTARTS = ((10, 2, 0.1, 2.0),)
-
-
-def karras_sigmas(n, sigma_min, sigma_max, rho=7.0):
-    """n noise levels from sigma_max down to sigma_min, evenly spaced in sigma^(1/rho) (Karras et al. 2022, eq. 5)."""
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    top, bottom = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
-    return (top + ramp * (bottom - top)) ** rho
 
 
 def restart_plan(sigmas, restart_list):
@@ -56,7 +50,7 @@ def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, s_no
         x = ode_step(x, sigmas[i], sigmas[i + 1])
         for n, k, t_max in plan.get(i + 1, ()):
             t_min = sigmas[i + 1]
-            levels = karras_sigmas(n, float(t_min), t_max).to(sigmas)
+            levels = karras(n, float(t_min), t_max)[:-1].to(sigmas)  # without the final 0
             levels[-1] = t_min  # land exactly back on the main schedule
             for _ in range(k):
                 x = x + noise_sampler(levels[0], t_min) * s_noise * (levels[0] ** 2 - t_min**2) ** 0.5
@@ -66,6 +60,8 @@ def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, s_no
 
 
 SPECS = {
-    "restart": SamplerSpec(restart, 2, 2, True, "Restart sampling (Xu et al. 2023): Heun's ODE steps, and at a low "
-                                             "noise level jump back up with fresh noise and re-solve; extra steps."),
+    "restart": SamplerSpec(
+        fn=restart, calls_per_step=2, order=2, stochastic=True,
+        summary="Restart sampling (Xu et al. 2023): Heun's ODE steps, and at a low noise level jump back up with "
+                "fresh noise and re-solve; extra steps."),
 }

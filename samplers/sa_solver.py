@@ -17,6 +17,7 @@ import math
 import torch
 
 from .common import SamplerSpec, prepare, report
+from .exponential import h_phi, lambda_of, sde_noise_std
 
 # ComfyUI's default SDE band: percent_to_sigma(0.2) and percent_to_sigma(0.8) of the SD1.x / SDXL discrete
 # schedule (scaled-linear betas 0.00085..0.012, 1000 steps), i.e. timesteps 799.2 and 199.8.
@@ -28,7 +29,7 @@ def _exponential_moments(a, count):
     """m_p = int_0^1 a e^{-a v} v^p dv for p < count (a > 0): by series for small a, else by recursion."""
     if a < 1.0:  # e^{-a v} = sum_k (-a v)^k / k!, exact to rounding after 30 terms for a < 1
         return [a * sum((-a) ** k / (math.factorial(k) * (p + k + 1)) for k in range(30)) for p in range(count)]
-    moments = [-math.expm1(-a)]
+    moments = [-h_phi(1, -a)]
     for p in range(1, count):  # integration by parts: m_p = (p / a) m_{p-1} - e^{-a}
         moments.append(p / a * moments[-1] - math.exp(-a))
     return moments
@@ -50,7 +51,7 @@ def stochastic_adams_weights(lams, lam_s, lam_t, tau):
 def simple_order_2_weights(lams, lam_s, lam_t, tau, corrector):
     """The paper's simplified two-node weights (its Appendix D): D's slope term integrated with e^{...} ~ 1."""
     c, h = 1 + tau**2, lam_t - lam_s
-    total = -math.expm1(-c * h)
+    total = -h_phi(1, -c * h)
     if corrector:  # nodes (lam_s, lam_t): trapezoid-like split
         newest = c * h / 2
         return [total - newest, newest]
@@ -83,7 +84,7 @@ def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, et
         tau_func = sde_band(eta, sde_sigma_max, sde_sigma_min)
     n = len(sigmas) - 1
     floats = [float(s) for s in sigmas]
-    lams = [-math.log(s) if s > 0 else math.inf for s in floats]
+    lams = [lambda_of(s) if s > 0 else math.inf for s in floats]
     lower_order_to_end = n > 0 and floats[-1] == 0  # lower orders near the end, as ComfyUI does
 
     def weights(nodes, lam_s, lam_t, tau, corrector):
@@ -123,7 +124,7 @@ def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, et
         x_pred = (floats[i + 1] / floats[i]) * math.exp(-tau**2 * h) * x + _combine(b, history[-p:])
         noise = None
         if tau > 0 and s_noise > 0:
-            scale = floats[i + 1] * (-math.expm1(-2 * tau**2 * h)) ** 0.5 * s_noise
+            scale = floats[i + 1] * sde_noise_std(tau**2 * h) * s_noise
             noise = noise_sampler(sigmas[i], sigmas[i + 1]) * scale
             x_pred = x_pred + noise
     return x if n == 0 or floats[-1] == 0 else x_pred
@@ -135,11 +136,11 @@ sa_solver_pece = functools.partial(sa_solver, use_pece=True)
 
 SPECS = {
     "sa_solver": SamplerSpec(
-        sa_solver, calls_per_step=1.0, order=3, stochastic=True,
+        fn=sa_solver, calls_per_step=1.0, order=4, stochastic=True,
         summary="SA-Solver: stochastic Adams predictor (order 3) and corrector (order 4), one model call per "
                 "step; noise (tau = eta) only for sigma in [0.57, 5.09], ODE outside."),
     "sa_solver_pece": SamplerSpec(
-        sa_solver_pece, calls_per_step=2.0, order=3, stochastic=True,
+        fn=sa_solver_pece, calls_per_step=2.0, order=4, stochastic=True,
         summary="SA-Solver in PECE mode: the model is re-evaluated at every corrected point, two model calls "
                 "per step; sturdier at large steps."),
 }

@@ -9,23 +9,15 @@ With eta scaling the noise, the SDE step s -> t (h = lambda_t - lambda_s) is, ex
 
 SEEDS approximates D(u) Runge-Kutta style from model calls at intermediate nodes lambda_s + c h, and draws
 the noise of the sub-steps from one Brownian path, so the full step's noise continues the stages' noise.
-eta = 0 gives the deterministic (DPM-Solver++-like) exponential Runge-Kutta method.
+eta = 0 gives the deterministic (DPM-Solver++-like) exponential Runge-Kutta method. With z = (1 + eta) h the
+weights of D's constant and linear parts are z phi_1(-z) = -h_phi(1, -z) and z phi_2(-z) = -h_phi(2, -z).
 """
 import math
 
 import torch
 
 from .common import SamplerSpec, prepare, report
-
-
-def _weight_0(z):
-    """1 - e^{-z}: the weight of a constant D over an exponential step of rate-scaled length z."""
-    return -math.expm1(-z)
-
-
-def _weight_1(z):
-    """(z - 1 + e^{-z}) / z: the weight of D's linear part (per unit of the normalised node distance)."""
-    return (math.expm1(-z) + z) / z
+from .exponential import h_phi, lambda_of, sde_noise_std
 
 
 class _BrownianSegments:
@@ -42,7 +34,7 @@ class _BrownianSegments:
     def advance(self, c):
         decay = self.rate * (c - self.c)
         fresh = self.noise_sampler(self.sigmas_at(self.c), self.sigmas_at(c))
-        self.value = self.value * math.exp(-decay) + fresh * (-math.expm1(-2 * decay)) ** 0.5
+        self.value = self.value * math.exp(-decay) + fresh * sde_noise_std(decay)
         self.c = c
         return self.value
 
@@ -70,18 +62,18 @@ def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=
         if sigma_next == 0:
             x = denoised
             continue
-        h = math.log(sigma / sigma_next)
+        h = lambda_of(sigma_next) - lambda_of(sigma)
         z = (1 + eta) * h
         sigma_1 = sigma * math.exp(-r * h)
         brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c), eta * h)
 
-        u = (sigma_1 / sigma) * math.exp(-eta * r * h) * x + _weight_0(r * z) * denoised
+        u = (sigma_1 / sigma) * math.exp(-eta * r * h) * x - h_phi(1, -r * z) * denoised
         if stochastic:
             u = u + brownian.advance(r) * (sigma_1 * s_noise)
         denoised_1 = model(u, sigma_1 * s_in, **extra_args)
 
         denoised_bar = torch.lerp(denoised, denoised_1, 1 / (2 * r))
-        x = (sigma_next / sigma) * math.exp(-eta * h) * x + _weight_0(z) * denoised_bar
+        x = (sigma_next / sigma) * math.exp(-eta * h) * x - h_phi(1, -z) * denoised_bar
         if stochastic:
             x = x + brownian.advance(1.0) * (sigma_next * s_noise)
     return x
@@ -101,26 +93,26 @@ def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=
         if sigma_next == 0:
             x = denoised
             continue
-        h = math.log(sigma / sigma_next)
+        h = lambda_of(sigma_next) - lambda_of(sigma)
         z = (1 + eta) * h
         sigma_1, sigma_2 = sigma * math.exp(-r_1 * h), sigma * math.exp(-r_2 * h)
         brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c), eta * h)
 
-        u_1 = (sigma_1 / sigma) * math.exp(-eta * r_1 * h) * x + _weight_0(r_1 * z) * denoised
+        u_1 = (sigma_1 / sigma) * math.exp(-eta * r_1 * h) * x - h_phi(1, -r_1 * z) * denoised
         if stochastic:
             u_1 = u_1 + brownian.advance(r_1) * (sigma_1 * s_noise)
         denoised_1 = model(u_1, sigma_1 * s_in, **extra_args)
 
         # D linear in lambda through (s, D) and (s + r_1 h, D_1)
-        u_2 = ((sigma_2 / sigma) * math.exp(-eta * r_2 * h) * x + _weight_0(r_2 * z) * denoised
-               + (r_2 / r_1) * _weight_1(r_2 * z) * (denoised_1 - denoised))
+        u_2 = ((sigma_2 / sigma) * math.exp(-eta * r_2 * h) * x - h_phi(1, -r_2 * z) * denoised
+               - (r_2 / r_1) * h_phi(2, -r_2 * z) * (denoised_1 - denoised))
         if stochastic:
             u_2 = u_2 + brownian.advance(r_2) * (sigma_2 * s_noise)
         denoised_2 = model(u_2, sigma_2 * s_in, **extra_args)
 
         # D linear in lambda through (s, D) and (s + r_2 h, D_2)
-        x = ((sigma_next / sigma) * math.exp(-eta * h) * x + _weight_0(z) * denoised
-             + (1 / r_2) * _weight_1(z) * (denoised_2 - denoised))
+        x = ((sigma_next / sigma) * math.exp(-eta * h) * x - h_phi(1, -z) * denoised
+             - (1 / r_2) * h_phi(2, -z) * (denoised_2 - denoised))
         if stochastic:
             x = x + brownian.advance(1.0) * (sigma_next * s_noise)
     return x
@@ -128,11 +120,11 @@ def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=
 
 SPECS = {
     "seeds_2": SamplerSpec(
-        seeds_2, calls_per_step=2.0, order=2, stochastic=True,
+        fn=seeds_2, calls_per_step=2.0, order=2, stochastic=True,
         summary="SEEDS-2: two-stage stochastic exponential Runge-Kutta (data prediction), two model calls per "
                 "step; eta scales the noise (eta = 0: deterministic)."),
     "seeds_3": SamplerSpec(
-        seeds_3, calls_per_step=3.0, order=3, stochastic=True,
+        fn=seeds_3, calls_per_step=3.0, order=3, stochastic=True,
         summary="SEEDS-3: three-stage stochastic exponential Runge-Kutta (data prediction), three model calls "
                 "per step; eta scales the noise (eta = 0: deterministic)."),
 }

@@ -10,7 +10,8 @@ h = lambda_t - lambda_s and, with the model outputs D_m at earlier nodes lambda_
 
 where the weights solve sum_m r_m^(k-1) a_m = g_k = k! (-h) phi_{k+1}(-h) / B(-h) for k = 1..p (data prediction
 evaluates B and the phi functions at -h; the predictor uses its p - 1 earlier nodes and rows).
-The corrector reuses the model call that the next step needs anyway, so UniPC costs one call per step.
+The corrector reuses the model call that the next step needs anyway, so UniPC costs one call per step, and it
+lifts the predictor's order p to p + 1 (Zhao et al. 2023, Theorem 3.1): order=3 is a fourth-order method.
 As in ComfyUI, a final sigma of 0 is replaced by 0.001 (log-SNR is infinite at 0), the last steps use lower
 orders, and the last step runs no corrector.
 """
@@ -19,26 +20,16 @@ import math
 import torch
 
 from .common import SamplerSpec, report, split_extra_args
+from .exponential import h_phi, lambda_of
 
 FINAL_SIGMA = 0.001  # where UniPC stops when asked to go to sigma = 0 (ComfyUI's choice)
-
-
-def _h_phis(z, n):
-    """[z * phi_k(z) for k = 1..n] with phi_1(z) = (e^z - 1) / z and phi_{k+1}(z) = (phi_k(z) - 1/k!) / z."""
-    values, phi, factorial = [], math.expm1(z) / z, 1
-    for k in range(1, n + 1):
-        values.append(z * phi)
-        factorial *= k
-        phi = (phi - 1 / factorial) / z
-    return values
 
 
 def _unipc_weights(h, r, variant, order, corrector):
     """UniP-p (corrector=False) or UniC-p weights a, and B(h), for data prediction (z = -h)."""
     z = -h
-    b_h = z if variant == "bh1" else math.expm1(z)
-    h_phis = _h_phis(z, order + 1)
-    g = [math.factorial(k) * h_phis[k] / b_h for k in range(1, order + 1)]  # g_k, k = 1..order
+    b_h = z if variant == "bh1" else h_phi(1, z)
+    g = [math.factorial(k) * h_phi(k + 1, z) / b_h for k in range(1, order + 1)]  # g_k, k = 1..order
     size = order if corrector else order - 1
     if size == 0:
         return [], b_h
@@ -62,7 +53,7 @@ def _unipc(model, x, sigmas, extra_args, callback, variant, order, lower_order_f
     s_in = x.new_ones([x.shape[0]])
     steps = len(sigmas) - 1
     order = max(1, min(order, steps - 1))
-    lams = [-math.log(s) for s in sigmas]
+    lams = [lambda_of(s) for s in sigmas]
     denoised = model(x, sigmas[0] * s_in, **extra_args)
     history = [(lams[0], denoised)]  # (lambda_m, D_m), newest last
     for k in range(1, steps + 1):
@@ -74,7 +65,7 @@ def _unipc(model, x, sigmas, extra_args, callback, variant, order, lower_order_f
         earlier = history[-p:-1][::-1]  # the p - 1 nodes before s, newest first
         r = [(lam_m - lam_s) / h for lam_m, _ in earlier] + [1.0]
         d = [(denoised_m - denoised_s) / r_m for (_, denoised_m), r_m in zip(earlier, r)]
-        x_base = (sigmas[k] / sigmas[k - 1]) * x + (-math.expm1(-h)) * denoised_s
+        x_base = (sigmas[k] / sigmas[k - 1]) * x - h_phi(1, -h) * denoised_s
         a, b_h = _unipc_weights(h, r, variant, p, corrector=False)
         x_pred = x_base - b_h * sum(a_m * d_m for a_m, d_m in zip(a, d)) if a else x_base
         if not corrector:
@@ -99,11 +90,13 @@ def uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, o
 
 SPECS = {
     "uni_pc": SamplerSpec(
-        uni_pc, calls_per_step=1.0, order=3, stochastic=False,
+        fn=uni_pc, calls_per_step=1.0, order=4, stochastic=False,
         summary="UniPC (B(h) = h): third-order multistep predictor with a corrector that reuses the next "
-                "model call, one call per step; suits unconditional sampling under 10 steps; stops at 0.001."),
+                "model call (fourth order together), one call per step; suits unconditional sampling under "
+                "10 steps; stops at 0.001."),
     "uni_pc_bh2": SamplerSpec(
-        uni_pc_bh2, calls_per_step=1.0, order=3, stochastic=False,
-        summary="UniPC (B(h) = e^h - 1): third-order multistep predictor-corrector, one call per step; the usual "
-                "choice with guidance or 10+ steps; stops at sigma 0.001 when asked for 0."),
+        fn=uni_pc_bh2, calls_per_step=1.0, order=4, stochastic=False,
+        summary="UniPC (B(h) = e^h - 1): third-order multistep predictor and corrector (fourth order together), "
+                "one call per step; the usual choice with guidance or 10+ steps; stops at sigma 0.001 when asked "
+                "for 0."),
 }

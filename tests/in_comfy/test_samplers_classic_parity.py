@@ -4,10 +4,10 @@ results on the same denoiser, sigmas and noise; where they differ on purpose, th
 import pytest
 import torch
 
+from diffusion_blocks.devtools.gmm import GaussianMixture
 from diffusion_blocks.samplers import discrete, euler, multistep, restart
-from harness.comfy_model import ComfyModelStandIn as Reference
+from harness.comfy_model import sd1_k_model as Reference
 from harness.comfy_model import keyed_noise_for
-from harness.gmm import GaussianMixture
 
 BATCH, DIM = 3, 8
 keyed_noise = keyed_noise_for((BATCH, DIM))

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
+from diffusion_blocks.devtools.gmm import GaussianMixture
 from diffusion_blocks.samplers import dpm_solver, dpmpp
-from harness.comfy_model import ComfyModelStandIn as Reference
+from harness.comfy_model import sd1_k_model as Reference
 from harness.comfy_model import keyed_noise_for
-from harness.gmm import GaussianMixture
 
 BATCH, DIM = 3, 8
 keyed_noise = keyed_noise_for((BATCH, DIM))

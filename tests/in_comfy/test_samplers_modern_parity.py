@@ -1,12 +1,12 @@
 """UniPC, RES multistep, ER-SDE, SEEDS and SA-Solver give ComfyUI's results: same denoiser, sigmas and noise."""
 import contextlib
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from diffusion_blocks.devtools.gmm import GaussianMixture
 from diffusion_blocks.samplers import er_sde, res_multistep, sa_solver, seeds, unipc
-from harness.gmm import GaussianMixture
+from harness.comfy_model import sd1_k_model
 
 MODULES = (unipc, res_multistep, er_sde, seeds, sa_solver)
 OURS = {name: spec.fn for module in MODULES for name, spec in module.SPECS.items()}
@@ -18,29 +18,6 @@ def k(comfy):
     import comfy.k_diffusion.sampling
 
     return comfy.k_diffusion.sampling
-
-
-@pytest.fixture(scope="module")
-def stand_in(comfy):
-    """What ComfyUI's er_sde / seeds / sa_solver read besides calling the model: model.inner_model.model_patcher
-    .get_model_object("model_sampling"), here SD1.x's (discrete eps, not CONST: sigma is the EDM sigma)."""
-    import comfy.model_sampling as ms
-
-    class SD1Sampling(ms.ModelSamplingDiscrete, ms.EPS):
-        pass
-
-    sampling = SD1Sampling()
-
-    class ModelStandIn:
-        def __init__(self, denoiser):
-            self.denoiser = denoiser
-            patcher = SimpleNamespace(get_model_object={"model_sampling": sampling}.__getitem__)
-            self.inner_model = SimpleNamespace(model_patcher=patcher)
-
-        def __call__(self, x, sigma, **extra_args):
-            return self.denoiser(x, sigma, **extra_args)
-
-    return ModelStandIn
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +81,10 @@ CASES = [  # (our name, ComfyUI's function, stochastic, options)
 
 @pytest.mark.parametrize("name, reference, stochastic, options", CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_matches_comfyui(k, stand_in, setup, name, reference, stochastic, options):
+def test_matches_comfyui(k, setup, name, reference, stochastic, options):
     gmm, x, sigmas = setup
     comfy_fn = getattr(k, reference)
-    theirs = lambda x, sigmas, **kw: comfy_fn(stand_in(gmm), x, sigmas, disable=True, **kw)  # noqa: E731
+    theirs = lambda x, sigmas, **kw: comfy_fn(sd1_k_model(gmm), x, sigmas, disable=True, **kw)  # noqa: E731
     compare(OURS[name], theirs, gmm, x, sigmas, stochastic, **options)
 
 
@@ -116,11 +93,11 @@ def test_matches_comfyui(k, stand_in, setup, name, reference, stochastic, option
                           ("res_multistep_ancestral", "sample_res_multistep_ancestral", True),
                           ("er_sde", "sample_er_sde", True), ("seeds_2", "sample_seeds_2", True),
                           ("seeds_3", "sample_seeds_3", True)])
-def test_matches_comfyui_on_sigmas_ending_above_zero(k, stand_in, setup, name, reference, stochastic):
+def test_matches_comfyui_on_sigmas_ending_above_zero(k, setup, name, reference, stochastic):
     """Split sigmas (leftover noise). sa_solver is left out: ComfyUI's returns the state one sigma early there."""
     gmm, x, sigmas = setup
     comfy_fn = getattr(k, reference)
-    theirs = lambda x, sigmas, **kw: comfy_fn(stand_in(gmm), x, sigmas, disable=True, **kw)  # noqa: E731
+    theirs = lambda x, sigmas, **kw: comfy_fn(sd1_k_model(gmm), x, sigmas, disable=True, **kw)  # noqa: E731
     compare(OURS[name], theirs, gmm, x, sigmas[:7], stochastic)
 
 

@@ -1,13 +1,12 @@
-"""The classic samplers on an exact problem: order of accuracy, the closed forms they reduce to, seeded noise,
-callbacks and the plain-callable contract. No ComfyUI here."""
+"""The classic samplers on an exact problem: the closed forms they reduce to, seeded noise, callbacks and the
+plain-callable contract (their orders of accuracy: test_samplers_order.py). No ComfyUI here."""
 import math
 
 import pytest
 import torch
 
+from diffusion_blocks.devtools.gmm import GaussianMixture
 from diffusion_blocks.samplers import discrete, euler, multistep, restart
-from diffusion_blocks.samplers.common import SamplerSpec
-from harness.gmm import GaussianMixture, reference_solution
 
 SPECS = {**euler.SPECS, **multistep.SPECS, **discrete.SPECS, **restart.SPECS}
 SIGMA_MAX, SIGMA_MIN = 80.0, 0.1
@@ -16,69 +15,6 @@ SIGMA_MAX, SIGMA_MIN = 80.0, 0.1
 def log_uniform(steps, sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN):
     """Noise levels evenly spaced in log sigma, ending at a small positive sigma (no final step to 0)."""
     return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps + 1, dtype=torch.float64))
-
-
-@pytest.fixture(scope="module")
-def problem():
-    """The mixture, start points at sigma_max = 80 and the very fine RK4 solution at sigma = 0.1.
-
-    Starting this high matters for the multistep methods: their lower-order first steps leave an O(h^2)
-    error at sigma_max, which the flow then shrinks by about s / sigma_max, so it stays below their own
-    (higher-order) error for the step counts used here."""
-    model = GaussianMixture(dim=4)
-    x = model.sample_prior(8, SIGMA_MAX, seed=1)
-    return model, x, reference_solution(model, x.clone(), SIGMA_MAX, SIGMA_MIN, steps=1000)
-
-
-def end_error(problem, name, steps, options):
-    model, x, reference = problem
-    out = SPECS[name].fn(model, x.clone(), log_uniform(steps), **options)
-    return float((out - reference).norm() / reference.norm())
-
-
-def fitted_order(problem, name, steps, options):
-    """Slope of log(error) against log(1 / steps), least squares."""
-    errors = [end_error(problem, name, n, options) for n in steps]
-    logs_n = torch.tensor([math.log(n) for n in steps], dtype=torch.float64)
-    logs_e = torch.tensor([math.log(e) for e in errors], dtype=torch.float64)
-    centred = logs_n - logs_n.mean()
-    return float(-(centred * (logs_e - logs_e.mean())).sum() / (centred**2).sum()), errors
-
-
-# name, options, step counts (in the asymptotic regime), slope bounds
-ORDER_CASES = [
-    ("euler", {}, (16, 32, 64), (0.9, 1.2)),
-    ("euler_ancestral", {"eta": 0.0}, (16, 32, 64), (0.9, 1.2)),
-    ("ddim", {}, (16, 32, 64), (0.9, 1.2)),
-    ("heunpp2", {}, (16, 32, 64), (0.9, 1.2)),  # its weights sigma / (3 sigma_0) fade to Euler: first order
-    ("heun", {}, (8, 16, 32), (1.8, 2.4)),
-    ("dpm_2", {}, (8, 16, 32), (1.8, 2.4)),
-    ("dpm_2_ancestral", {"eta": 0.0}, (8, 16, 32), (1.8, 2.4)),
-    ("restart", {"restart_list": ()}, (8, 16, 32), (1.8, 2.4)),
-    ("lms", {"order": 2}, (32, 64, 128), (1.75, 2.4)),
-    ("deis", {"max_order": 2}, (32, 64, 128), (1.75, 2.4)),
-    ("ipndm", {}, (32, 64, 128), (1.8, 2.4)),  # fixed-step weights on uneven steps: second order, not fourth
-    ("lms", {"order": 3}, (64, 128, 256), (2.7, 3.4)),
-    ("deis", {}, (64, 128, 256), (2.7, 3.4)),
-    ("lms", {}, (64, 128, 256), (3.5, 4.5)),
-    ("ipndm_v", {}, (64, 128, 256), (3.5, 4.5)),
-    ("deis", {"max_order": 4}, (32, 64, 128), (3.5, 4.8)),
-]
-
-
-@pytest.mark.parametrize("name,options,steps,bounds", ORDER_CASES, ids=[f"{c[0]}-{c[1]}" for c in ORDER_CASES])
-def test_order_of_accuracy(problem, name, options, steps, bounds):
-    slope, errors = fitted_order(problem, name, steps, options)
-    assert errors[-1] < errors[0] and errors[-1] > 1e-9  # converging, and still far above the reference's error
-    assert bounds[0] <= slope <= bounds[1], f"{name} {options}: slope {slope:.2f}, errors {errors}"
-
-
-def test_orders_in_specs_match_the_measured_ones():
-    measured = {"euler": 1, "euler_ancestral": 1, "ddim": 1, "heunpp2": 1, "heun": 2, "dpm_2": 2,
-                "dpm_2_ancestral": 2, "restart": 2, "ipndm": 2, "deis": 3, "lms": 4, "ipndm_v": 4, "ddpm": 1, "lcm": 0}
-    assert {name: spec.order for name, spec in SPECS.items()} == measured
-    for spec in SPECS.values():
-        assert isinstance(spec, SamplerSpec) and spec.summary and spec.calls_per_step >= 1
 
 
 # --- the weights of the multistep methods --------------------------------------------------------------------
@@ -260,8 +196,6 @@ def test_restart_plan_snaps_t_min_to_the_schedule():
     assert abs(float(sigmas[j]) - 0.1) == min(abs(float(s) - 0.1) for s in sigmas[1:-1])
     assert segments == [(10, 2, 2.0)]
     assert restart.restart_plan(sigmas, [(10, 2, 0.1, 0.01)]) == {}  # t_max below t_min: no restart
-    levels = restart.karras_sigmas(5, 0.1, 2.0)
-    assert float(levels[0]) == pytest.approx(2.0) and float(levels[-1]) == pytest.approx(0.1)
 
 
 # --- noise, callbacks and the calling contract ------------------------------------------------------------------

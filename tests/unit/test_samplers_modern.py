@@ -1,75 +1,23 @@
-"""UniPC, RES multistep, ER-SDE, SEEDS and SA-Solver on an exact problem: order of accuracy, seeded noise,
-the callback and the plain-callable calling convention. No ComfyUI here."""
+"""UniPC, RES multistep, ER-SDE, SEEDS and SA-Solver: model calls, seeded noise, the callback and the
+plain-callable calling convention (their orders of accuracy: test_samplers_order.py). No ComfyUI here."""
 import math
 
 import pytest
 import torch
 
+from diffusion_blocks.devtools.gmm import GaussianMixture
 from diffusion_blocks.samplers import er_sde, res_multistep, sa_solver, seeds, unipc
-from harness.gmm import GaussianMixture, reference_solution
 
 MODULES = (unipc, res_multistep, er_sde, seeds, sa_solver)
 SPECS = {name: spec for module in MODULES for name, spec in module.SPECS.items()}
 STOCHASTIC = sorted(name for name, spec in SPECS.items() if spec.stochastic)
 SIGMA_MAX, SIGMA_END = 10.0, 0.1
-STEPS = (16, 32, 64)
 
 
 def log_uniform(steps, final_zero=False):
     """sigmas evenly spaced in log from SIGMA_MAX to SIGMA_END (float64), optionally followed by 0."""
     sigmas = torch.exp(torch.linspace(math.log(SIGMA_MAX), math.log(SIGMA_END), steps + 1, dtype=torch.float64))
     return torch.cat([sigmas, sigmas.new_zeros(1)]) if final_zero else sigmas
-
-
-@pytest.fixture(scope="module")
-def problem():
-    gmm = GaussianMixture(dim=4, components=3, seed=0)
-    x = gmm.sample_prior(4, SIGMA_MAX)
-    return gmm, x, reference_solution(gmm, x.clone(), SIGMA_MAX, SIGMA_END, steps=200)  # RK4 error ~1e-9
-
-
-def measured_order(sample, problem):
-    """Least-squares slope of -log(error) against log(steps) over STEPS, and the errors."""
-    gmm, x, reference = problem
-    errors = [float((sample(gmm, x.clone(), log_uniform(n)) - reference).norm() / reference.norm()) for n in STEPS]
-    logs_n = torch.tensor([math.log(n) for n in STEPS])
-    logs_e = torch.tensor([math.log(e) for e in errors])
-    centred = logs_n - logs_n.mean()
-    return float(-(centred * (logs_e - logs_e.mean())).sum() / (centred**2).sum()), errors
-
-
-# (spec name, how it is run deterministically, lowest and highest accepted slope)
-ORDER_CASES = [
-    ("res_multistep", lambda m, x, s: res_multistep.res_multistep(m, x, s), 1.8, 2.4),
-    # ComfyUI's default drops to order 1 on the last step (local error h^2): globally second order.
-    ("uni_pc", lambda m, x, s: unipc.uni_pc(m, x, s), 1.6, 2.6),
-    ("uni_pc", lambda m, x, s: unipc.uni_pc(m, x, s, lower_order_final=False), 2.7, 4.0),
-    ("uni_pc_bh2", lambda m, x, s: unipc.uni_pc_bh2(m, x, s, lower_order_final=False), 2.7, 4.0),
-    # phi(l) = l is the ODE member. Stage 3 does not lift the order: x0' is a backward difference, first-order
-    # accurate, and its O(h) bias times the O(h^2) stage-2 weight leaves a local O(h^3) error (as in the paper).
-    ("er_sde", lambda m, x, s: er_sde.er_sde(m, x, s, noise_scaler=lambda lam: lam), 1.8, 2.5),
-    ("seeds_2", lambda m, x, s: seeds.seeds_2(m, x, s, eta=0.0), 1.75, 2.4),
-    ("seeds_3", lambda m, x, s: seeds.seeds_3(m, x, s, eta=0.0), 2.7, 3.6),
-    # sigmas that end above 0 return the predicted state at the last sigma (ComfyUI's returns one sigma early)
-    ("sa_solver", lambda m, x, s: sa_solver.sa_solver(m, x, s, eta=0.0), 2.7, 4.0),
-    ("sa_solver_pece", lambda m, x, s: sa_solver.sa_solver_pece(m, x, s, eta=0.0), 2.7, 4.0),
-]
-
-
-@pytest.mark.parametrize("name, sample, low, high", ORDER_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(ORDER_CASES)])
-def test_order_of_accuracy(problem, name, sample, low, high):
-    slope, errors = measured_order(sample, problem)
-    print(f"{name}: slope {slope:.2f}, errors {errors}")
-    assert low <= slope <= high, f"{name}: slope {slope:.2f}, errors {errors}"
-
-
-def test_specs_describe_every_sampler():
-    """The orders are the ones ORDER_CASES measure (UniPC and SA-Solver: their third-order configurations)."""
-    orders = {"uni_pc": 3, "uni_pc_bh2": 3, "res_multistep": 2, "res_multistep_ancestral": 2, "er_sde": 2,
-              "seeds_2": 2, "seeds_3": 3, "sa_solver": 3, "sa_solver_pece": 3}
-    assert {name: spec.order for name, spec in SPECS.items()} == orders
-    for name, spec in SPECS.items():
-        assert callable(spec.fn) and spec.summary and spec.calls_per_step >= 1, name
 
 
 def model_calls(name, steps):

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
+from diffusion_blocks.devtools.gmm import GaussianMixture
 from diffusion_blocks.samplers import SAMPLER_SPECS, SAMPLERS, sampler_options
 from diffusion_blocks.schedules import get_sigmas
-from harness.gmm import GaussianMixture
 
 SIGMAS = get_sigmas("karras", 8, sigma_min=0.03, sigma_max=10.0)
 
