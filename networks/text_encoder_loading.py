@@ -8,17 +8,17 @@ Every tower is found by its token embedding, renamed to this pack's layout, and 
 from its width; the family (sd1, sd2, sdxl, sdxl_refiner) follows from the towers found.
 """
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from .clip_text import ARCHITECTURE_NAMES, ARCHITECTURES, ClipTextConfig, ClipTextTransformer
-from .text_encoder import FAMILIES, TextEncoder
-from .weights import SAFETENSORS_SUFFIXES, WeightFileError, read_state_dict
+from .families import TEXT_CONDITIONINGS
+from .text_encoder import TextEncoder
+from .weights import SAFETENSORS_SUFFIXES, Device, PathLike, SafetensorsFile, WeightFileError, parse_dtype, read_state_dict
 
 HF_MARK, OPENCLIP_MARK = "embeddings.token_embedding.weight", "token_embedding.weight"
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 # A diffusers pipeline folder keeps its text encoders in these subfolders, under one of these names.
 DIFFUSERS_FOLDERS = ("text_encoder", "text_encoder_2", "")
 DIFFUSERS_FILES = ("model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin")
@@ -68,26 +68,31 @@ OTHER_CONTENTS = (
 )
 
 
-def load_text_encoder(source, family="auto", dtype=torch.float32, device="cpu"):
+Source = PathLike | Mapping[str, torch.Tensor]
+
+
+def load_text_encoder(source: Source | Sequence[Source], family: str = "auto", dtype: torch.dtype | str = torch.float32,
+                      device: Device = "cpu") -> TextEncoder:
     """A TextEncoder from a weight file, a diffusers folder, a state dict, or a list of them (clip_l + clip_g).
 
-    family: 'auto' (from the towers found), or one of FAMILIES to force it (e.g. for reduced-width models).
-    dtype: a torch dtype or its name ('float16', 'fp16', 'bf16', ...).
+    family: 'auto' (from the towers found), or a key of families.TEXT_CONDITIONINGS to force it (e.g. for reduced-width
+    models).
+    dtype: a torch dtype or its name ('float16', 'fp16', 'bf16', ...: weights.parse_dtype).
     """
-    dtype = _parse_dtype(dtype)
+    dtype = parse_dtype(dtype)
     sources = source if isinstance(source, (list, tuple)) else [source]
     sources = [file for item in sources for file in (_folder_files(item) if _is_folder(item) else [item])]
     found = []
     for item in sources:
         name = Path(item).name if isinstance(item, (str, Path)) else "state dict"
-        state_dict = _read_text_tensors(item) if isinstance(item, (str, Path)) else item
+        state_dict = _read_text_tensors(item, dtype) if isinstance(item, (str, Path)) else item
         towers = find_towers(state_dict, name)
         found += [(name, prefix, naming, state_dict) for prefix, naming in towers]
-    if family not in ("auto", *FAMILIES):
-        raise ValueError(f"family {family!r}: expected 'auto' or one of {', '.join(FAMILIES)}")
+    if family not in ("auto", *TEXT_CONDITIONINGS):
+        raise ValueError(f"family {family!r}: expected 'auto' or one of {', '.join(TEXT_CONDITIONINGS)}")
     converted = [(name, prefix, convert_tower(state_dict, prefix, naming)) for name, prefix, naming, state_dict in found]
     widths = [tower["token_embedding.weight"].shape[1] for _, _, tower in converted]
-    chosen = FAMILIES[family] if family != "auto" else FAMILIES[_family_from_widths(widths, converted)]
+    chosen = TEXT_CONDITIONINGS[family if family != "auto" else _family_from_widths(widths, converted)]
     if len(chosen.towers) != len(converted):
         raise WeightFileError(f"{chosen.name} needs {len(chosen.towers)} text tower(s) "
                               f"({', '.join(ARCHITECTURE_NAMES[u.architecture] for u in chosen.towers)}); "
@@ -100,14 +105,6 @@ def load_text_encoder(source, family="auto", dtype=torch.float32, device="cpu"):
                                   f"which this file lacks")
         towers[use.name] = build_tower(config, tower, dtype, device, name)
     return TextEncoder(chosen, towers)
-
-
-def _parse_dtype(dtype):
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in DTYPES:
-        return DTYPES[dtype]
-    raise ValueError(f"dtype must be a torch dtype or one of {', '.join(DTYPES)}, got {dtype!r}")
 
 
 def _is_folder(item):
@@ -123,26 +120,20 @@ def _folder_files(folder):
         if found is not None and (sub or not files):
             files.append(found)
     if not files:
-        raise WeightFileError(f"{folder}: a folder, but no text encoder in it: expected "
+        raise WeightFileError(f"{folder.name}: a folder, but no text encoder in it: expected "
                               f"{{text_encoder,text_encoder_2}}/{{{','.join(DIFFUSERS_FILES)}}}")
     return files
 
 
-def _read_text_tensors(path):
-    """The tensors of the text towers only: a checkpoint's U-Net and VAE are never read (safetensors)."""
+def _read_text_tensors(path, dtype):
+    """The tensors of the text towers only, in `dtype`: a checkpoint's U-Net and VAE are never read (safetensors)."""
     path = Path(path)
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES or not path.is_file():
         return read_state_dict(path)
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-            prefixes = [prefix for prefix, _ in find_towers(dict.fromkeys(keys), path.name)]
-            wanted = [k for k in keys if any(k.startswith(_tower_root(p)) for p in prefixes)]
-            return {key: handle.get_tensor(key) for key in wanted}
-    except (SafetensorError, OSError, RuntimeError) as error:
-        raise WeightFileError(f"{path.name}: not a readable .safetensors file (truncated or corrupt?): {error}") from None
+    weights = SafetensorsFile(path)
+    prefixes = [prefix for prefix, _ in find_towers(weights.shapes, path.name)]
+    wanted = [key for key in weights.shapes if any(key.startswith(_tower_root(p)) for p in prefixes)]
+    return weights.read_all(wanted, dtype=dtype)
 
 
 def find_towers(state_dict, name="state dict"):
@@ -237,7 +228,7 @@ def build_tower(config, tensors, dtype, device, where):
 
 def _family_from_widths(widths, converted):
     architectures = sorted(_architecture_of(width) for width in widths)
-    for name, family in FAMILIES.items():
+    for name, family in TEXT_CONDITIONINGS.items():
         if sorted(u.architecture for u in family.towers) == architectures:
             return name
     raise WeightFileError(f"found {_listing(converted)}: no model family this pack knows uses these text towers "

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import math
 import os
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,25 +15,10 @@ import torch
 
 from .prediction import TrainingSpec
 from .unet import UNet, UNetConfig
-from .unet.detect import FAMILY_NAMES, UnknownArchitectureError, detect_unet, diffusers_key_map
-from .weights import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, WeightFileError, read_state_dict
+from .unet.detect import UnknownArchitectureError, detect_unet, diffusers_key_map
+from .weights import (PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, Device, PathLike, SafetensorsFile, WeightFileError,
+                      parse_dtype, read_state_dict)
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-                      "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
-MAX_HEADER_BYTES = 100 * 2**20
-
-# How each published family was trained (the latent scale is its VAE's: Rombach et al. 2022; Podell et al. 2023).
-FAMILY_TRAINING = {
-    "sd1": TrainingSpec(),
-    "sd2": TrainingSpec(),
-    "sdxl": TrainingSpec(latent_scale=0.13025),
-    "sdxl_refiner": TrainingSpec(latent_scale=0.13025),
-    # The pack's own pixel-space model (training/): v prediction on DDPM's linear betas (Ho et al. 2020).
-    "small": TrainingSpec(prediction="v", beta_schedule="linear", beta_start=1e-4, beta_end=0.02, latent_scale=1.0),
-}
 # SD2.x 512 (eps) and 768-v (v) share every shape; the v fine-tune is told apart by one LayerNorm bias, whose
 # spread is ~0.13 in 768-v and ~0.06 in the eps models (the threshold ComfyUI 0.3.75 uses as well).
 SD2_V_PROBE, SD2_V_THRESHOLD = "output_blocks.11.1.transformer_blocks.0.norm1.bias", 0.09
@@ -62,14 +46,26 @@ class UNetLoadError(WeightFileError):
     """A U-Net weight file or state dict that cannot be loaded, saying what was found and what was expected."""
 
 
-def load_unet(source, dtype=torch.float32, device="cpu", config=None, prediction=None, zero_snr=None):
+def load_unet(source: PathLike | Mapping[str, torch.Tensor], dtype: torch.dtype | str = torch.float32,
+              device: Device = "cpu", config: UNetConfig | None = None, prediction: str | None = None,
+              zero_snr: bool | None = None) -> UNet:
     """A UNet with the weights of `source`: a file path, a diffusers folder, or a state dict.
 
-    `dtype`: torch dtype or "fp32" / "fp16" / "bf16". `config` forces the architecture (for a network that
+    `dtype`: torch dtype or a name (weights.parse_dtype). `config` forces the architecture (for a network that
     is none of the published ones). `prediction` ("eps", "v", "x0") and `zero_snr` override what the
     checkpoint says. The result carries `.family` and `.trained_as` (a TrainingSpec) for Denoiser.
+    A file that cannot be read is a UNetLoadError (a WeightFileError) naming the file and the fault.
     """
     dtype = parse_dtype(dtype)
+    try:
+        return _load(source, dtype, device, config, prediction, zero_snr)
+    except UNetLoadError:
+        raise
+    except WeightFileError as error:  # the file reader's own errors, under the loader's name
+        raise UNetLoadError(str(error)) from None
+
+
+def _load(source, dtype, device, config, prediction, zero_snr):
     weights = _open(source)
     try:
         detected = detect_unet(weights.shapes, config=config or weights.stored_config(), heads=weights.heads())
@@ -86,7 +82,7 @@ def load_unet(source, dtype=torch.float32, device="cpu", config=None, prediction
     return unet.eval().requires_grad_(False)
 
 
-def save_unet(unet, path, spec=None):
+def save_unet(unet: UNet, path: PathLike, spec: TrainingSpec | None = None) -> Path:
     """Write a standalone U-Net .safetensors that carries its config and TrainingSpec, so load_unet needs no guess."""
     from safetensors.torch import save_file
 
@@ -96,57 +92,7 @@ def save_unet(unet, path, spec=None):
     return Path(path)
 
 
-def parse_dtype(dtype):
-    """A torch floating dtype from a dtype or its name."""
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in DTYPES:
-        return DTYPES[dtype.lower()]
-    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or the torch dtype), got {dtype!r}")
-
-
 # ---- reading --------------------------------------------------------------------------------------
-
-
-class SafetensorsFile:
-    """A .safetensors file read by hand: the header alone gives every shape, and each tensor is read straight
-    into its own buffer (no memory map, nothing else held), which keeps loading at the weights' size."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        size = self.path.stat().st_size
-        with open(self.path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise UNetLoadError(f"{self.path.name}: {size} bytes is too short for a .safetensors file")
-            length = struct.unpack("<Q", raw)[0]
-            if length > min(MAX_HEADER_BYTES, size - 8):
-                raise UNetLoadError(f"{self.path.name}: header of {length} bytes does not fit the {size}-byte file "
-                                    "(truncated, or not a .safetensors file)")
-            try:
-                header = json.loads(f.read(length))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise UNetLoadError(f"{self.path.name}: unreadable .safetensors header ({error})") from None
-        self.metadata = header.pop("__metadata__", None) or {}
-        self.start = 8 + length
-        self.entries = header
-        end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
-        if self.start + end > size:
-            raise UNetLoadError(f"{self.path.name}: truncated: its header describes {self.start + end} bytes, "
-                                f"the file has {size}")
-        self.shapes = {key: tuple(entry["shape"]) for key, entry in header.items()}
-
-    def read(self, key, dtype, device):
-        entry = self.entries[key]
-        begin, end = entry["data_offsets"]
-        stored = SAFETENSORS_DTYPES[entry["dtype"]]
-        buffer = torch.empty(end - begin, dtype=torch.uint8)
-        with open(self.path, "rb") as f:
-            f.seek(self.start + begin)
-            if f.readinto(buffer.numpy()) != end - begin:
-                raise UNetLoadError(f"{self.path.name}: truncated while reading {key}")
-        tensor = buffer.view(stored).reshape(entry["shape"])
-        return tensor.to(device=device, dtype=dtype)
 
 
 class _Weights:
@@ -162,8 +108,17 @@ class _Weights:
 
     def stored_config(self):
         """The config saved by save_unet, if any."""
-        text = self.metadata.get(METADATA_CONFIG)
-        return UNetConfig.from_dict(json.loads(text)) if text else None
+        return self.stored(METADATA_CONFIG, lambda text: UNetConfig.from_dict(json.loads(text)), "a U-Net config")
+
+    def stored(self, key, parse, what):
+        """The metadata entry `key` parsed by `parse`; None if absent, a clear error naming the key if unreadable."""
+        text = self.metadata.get(key)
+        if not text:
+            return None
+        try:
+            return parse(text)
+        except (ValueError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
+            raise UNetLoadError(f"{self.name}: metadata {key!r} is not {what} as JSON ({error})") from None
 
     def heads(self):
         """Attention heads from a diffusers config.json (weights do not show them), else None."""
@@ -179,7 +134,7 @@ def _open(source):
     if path.is_dir():
         return _from_diffusers_folder(path)
     if not path.is_file():
-        raise UNetLoadError(f"{path}: no such file or folder")
+        raise UNetLoadError(f"{path.name}: no such file or folder")
     suffix = path.suffix.lower()
     config_file = path.parent / "config.json"
     unet_config = _read_json(config_file) if config_file.is_file() and "diffusion_pytorch_model" in path.name else None
@@ -214,7 +169,7 @@ def _from_diffusers_folder(path):
     folder = path / "unet" if (path / "unet").is_dir() else path
     weights = next((folder / n for n in DIFFUSERS_WEIGHTS if (folder / n).is_file()), None)
     if weights is None:
-        raise UNetLoadError(f"{path}: a folder, but no diffusers U-Net in it: expected {folder.name}/"
+        raise UNetLoadError(f"{path.name}: a folder, but no diffusers U-Net in it: expected {folder.name}/"
                             f"{DIFFUSERS_WEIGHTS[0]} (or another of {', '.join(DIFFUSERS_WEIGHTS[1:])})")
     unet_config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
     root = folder.parent
@@ -232,10 +187,14 @@ def _from_diffusers_folder(path):
 
 
 def _read_json(path):
+    path = Path(path)
+    shown = f"{path.parent.name}/{path.name}"  # the file and its folder, never the server's directories
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UNetLoadError(f"{path}: unreadable JSON ({error})") from None
+        return json.loads(path.read_text())
+    except OSError as error:
+        raise UNetLoadError(f"{shown}: cannot be read ({error.strerror or type(error).__name__})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UNetLoadError(f"{shown}: unreadable JSON ({error})") from None
 
 
 # ---- checking -------------------------------------------------------------------------------------
@@ -263,7 +222,7 @@ def _check_complete(unet, detected, keys, weights):
     region = [key for key in weights.shapes if key.startswith(detected.prefix)] if detected.prefix else list(weights.shapes)
     unexpected = [key for key in region if key not in used and key not in ("v_pred", "ztsnr")]
     if missing or wrong or unexpected:
-        family = FAMILY_NAMES.get(detected.family, "custom")
+        family = detected.model_family.display_name
         problems = [f"{label} {len(items)}: {', '.join(items[:4])}{', ...' if len(items) > 4 else ''}"
                     for label, items in (("missing", missing), ("wrong shape", wrong), ("unexpected", unexpected)) if items]
         raise UNetLoadError(f"{weights.name}: does not match the {family} U-Net its shapes suggest "
@@ -298,11 +257,9 @@ def _diffusers_heads(config):
 
 def _training(detected, weights, prediction, zero_snr):
     """The TrainingSpec: the family's, refined by what the source says, then by the caller's overrides."""
-    stored = weights.metadata.get(METADATA_TRAINING)
-    if stored:
-        spec = TrainingSpec.from_json(stored)
-    else:
-        spec = FAMILY_TRAINING.get(detected.family, TrainingSpec())
+    spec = weights.stored(METADATA_TRAINING, TrainingSpec.from_json, "a training spec")
+    if spec is None:
+        spec = detected.model_family.training  # how its family was trained (networks.families)
         spec = _with(spec, **_evidence(detected, weights, explicit=prediction is not None))
     return _with(spec, prediction=prediction, zero_snr=zero_snr)
 

@@ -15,6 +15,7 @@ class ModelSchedule:
     """A discrete VP model (DDPM, SD): sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), t = 0..T-1 (Karras 2022)."""
 
     def __init__(self, sigmas):
+        """The schedule of an ascending sigma table, e.g. one taken from another library's model (see from_betas)."""
         sigmas = torch.as_tensor(sigmas).detach().to(device="cpu", dtype=torch.float32)
         if sigmas.ndim != 1 or sigmas.numel() < 2:
             raise ValueError(
@@ -34,11 +35,6 @@ class ModelSchedule:
         if alphas_cumprod[-1] == 0:
             alphas_cumprod[-1] = ZERO_SNR_ALPHA_CUMPROD
         return cls(((1 - alphas_cumprod) / alphas_cumprod).sqrt())
-
-    @classmethod
-    def from_sigmas(cls, sigmas):
-        """The schedule of an ascending sigma table, e.g. one taken from another library's model."""
-        return cls(sigmas)
 
     @property
     def sigma_min(self):

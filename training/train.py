@@ -7,24 +7,17 @@ the time so that classifier-free guidance works (Ho & Salimans 2022). Exponentia
 networks are what gets exported.
 
 Resumable: the state file in --work is rewritten every --save-every seconds and picked up on restart.
-Run:  .venv/bin/python -m training.train --work out/train --steps 8000            (from the import root)
-  or  python training/train.py --work out/train --minutes 8 --device cuda
+Run:  .venv/bin/python -m diffusion_blocks.training.train --work out/train --steps 8000
+  or  .venv/bin/python training/train.py --work out/train --minutes 8 --device cuda
 """
 import argparse
 import copy
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: import the pack by name from a folder linking to it
-    _root = Path(__file__).resolve().parents[1]
-    _link = Path("/tmp/diffusion_blocks_import") / "diffusion_blocks"
-    _link.parent.mkdir(exist_ok=True)
-    if not _link.exists():
-        _link.symlink_to(_root, target_is_directory=True)
-    sys.path.insert(0, str(_link.parent))
+if __package__ in (None, ""):  # run as a file: relative imports through the pack installed in .venv (make setup)
     __package__ = "diffusion_blocks.training"
 
 import torch
@@ -32,13 +25,15 @@ import torch.nn.functional as F
 
 from ..networks.checkpoint import save_checkpoint
 from ..networks.clip_text import ARCHITECTURES, ClipTextTransformer
-from ..networks.unet import PRESETS, UNet
+from ..networks.families import FAMILIES
+from ..networks.unet import UNet
 from ..networks.text_encoder_loading import load_text_encoder
-from ..networks.unet_loading import FAMILY_TRAINING, load_unet
+from ..networks.unet_loading import load_unet
+from ..networks.weights import SafetensorsFile
 from .data import ChunkStream, caption_ids
 from .render import render
 
-SPEC = FAMILY_TRAINING["small"]
+SPEC = FAMILIES["small"].training
 TOWER = ARCHITECTURES["clip_small"]
 CAPTION_DROPOUT = 0.1
 TRAINED = "diffusion_blocks.trained"
@@ -47,7 +42,7 @@ ZERO_INIT = ("out_layers.3.", "proj_out.", "out.2.")  # residual branches and th
 
 def build():
     """(unet, tower) freshly initialised."""
-    unet, tower = UNet(PRESETS["small"]), ClipTextTransformer(TOWER)
+    unet, tower = UNet(FAMILIES["small"].unet), ClipTextTransformer(TOWER)
     for name, parameter in unet.named_parameters():
         if any(mark in name for mark in ZERO_INIT):
             torch.nn.init.zeros_(parameter)
@@ -188,10 +183,7 @@ def export(ema, path, step, seconds, args):
 
 def training_record(path):
     """The training record stored in an exported model."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return json.loads((handle.metadata() or {}).get(TRAINED, "{}"))
+    return json.loads(SafetensorsFile(path).metadata.get(TRAINED, "{}"))
 
 
 def main(argv=None):

@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 from diffusion_blocks.networks.clip_text import ARCHITECTURES
 from diffusion_blocks.networks.text_encoder_loading import load_text_encoder
-from diffusion_blocks.networks.weights import WeightFileError
+from diffusion_blocks.networks.weights import SafetensorsFile, WeightFileError
 from harness.clip_weights import hf_state_dict, openclip_state_dict, random_hf_tower, token_batch
 from harness.clip_weights import one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -76,12 +76,16 @@ def test_two_standalone_files_make_sdxl(tmp_path, clip_l, clip_g):
     assert encoder.towers["l"].config.width == 128 and encoder.towers["g"].config.width == 192
 
 
-def test_single_file_checkpoint_reads_only_the_text_tower(tmp_path, clip_l):
+def test_single_file_checkpoint_reads_only_the_text_tower(tmp_path, clip_l, monkeypatch):
     state = hf_state_dict(clip_l, "cond_stage_model.transformer.")
     state["model.diffusion_model.out.2.weight"] = torch.zeros(4, 320, 3, 3)
     save_file(state, tmp_path / "checkpoint.safetensors")
+    read, original = [], SafetensorsFile._read
+    monkeypatch.setattr(SafetensorsFile, "_read", lambda self, f, key, *rest: read.append(key) or original(self, f, key, *rest))
     encoder = load_text_encoder(tmp_path / "checkpoint.safetensors", family="sd1", dtype=torch.float16)
-    assert encoder.towers["l"].token_embedding.weight.dtype == torch.float16
+    assert read and all(key.startswith("cond_stage_model.transformer.") for key in read)
+    expected = {k: v.half() for k, v in reference_state(clip_l).items()}
+    assert_same_tower(encoder.towers["l"], expected)
 
 
 def full_size_meta(architecture, naming, prefix):

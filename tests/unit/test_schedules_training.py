@@ -97,7 +97,7 @@ def test_model_table_closed_form():
     assert isinstance(schedule.sigma_min, float) and isinstance(schedule.sigma_max, float)
     assert schedule.sigma_min == pytest.approx(0.02916716, rel=1e-6)  # the well-known SD1.x range
     assert schedule.sigma_max == pytest.approx(14.614642, rel=1e-6)
-    assert ModelSchedule.from_sigmas(schedule.sigmas).sigmas.equal(schedule.sigmas)
+    assert ModelSchedule(schedule.sigmas).sigmas.equal(schedule.sigmas)
 
 
 def test_model_sigma_at_integer_timesteps_is_the_table():
@@ -174,9 +174,9 @@ def test_flow_timestep_is_the_scaled_noise_level():
         (lambda: rescale_zero_terminal_snr([0.5]), ["betas"]),
         (lambda: rescale_zero_terminal_snr([0.0, 0.0]), ["betas"]),
         (lambda: ModelSchedule.from_betas([0.1, -0.1]), ["betas"]),
-        (lambda: ModelSchedule.from_sigmas([2.0, 1.0]), ["ascending"]),
-        (lambda: ModelSchedule.from_sigmas([0.0, 1.0]), ["positive"]),
-        (lambda: ModelSchedule.from_sigmas([0.1, float("nan")]), ["finite"]),
+        (lambda: ModelSchedule([2.0, 1.0]), ["ascending"]),
+        (lambda: ModelSchedule([0.0, 1.0]), ["positive"]),
+        (lambda: ModelSchedule([0.1, float("nan")]), ["finite"]),
         (lambda: FlowSchedule(shift=0), ["shift"]),
         (lambda: FlowSchedule(multiplier=-1), ["multiplier"]),
     ],

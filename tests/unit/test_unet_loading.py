@@ -5,8 +5,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from diffusion_blocks.networks.families import FAMILIES
 from diffusion_blocks.networks.prediction import TrainingSpec
-from diffusion_blocks.networks.unet import PRESETS, UNet, UNetConfig
+from diffusion_blocks.networks.unet import UNet, UNetConfig
 from diffusion_blocks.networks.unet.detect import detect_unet
 from diffusion_blocks.networks.unet_loading import SD2_V_PROBE, UNetLoadError, _from_state_dict, _training, load_unet, save_unet
 from diffusion_blocks.networks.weights import WeightFileError
@@ -98,7 +99,7 @@ def test_markers_in_the_checkpoint_say_v_prediction_and_zero_snr(small_unet, tmp
 def test_sd2_v_models_are_told_apart_by_their_weights():
     """SD2.x 512 (eps) and 768-v have the same shapes; the v fine-tune's probe LayerNorm bias is spread wider."""
     with torch.device("meta"):
-        shapes = UNet(PRESETS["sd2"]).state_dict()
+        shapes = UNet(FAMILIES["sd2"].unet).state_dict()
     for spread, expected in ((0.13, "v"), (0.06, "eps")):
         state = {PREFIX + k: v for k, v in shapes.items()}
         state[PREFIX + SD2_V_PROBE] = torch.randn(640, generator=torch.Generator().manual_seed(0)) * spread
