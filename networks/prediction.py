@@ -5,48 +5,14 @@ In the variance-exploding form every sampler uses, x = x_t / alpha_t = x0 + sigm
 sigma = s_t / alpha_t, and the network is wrapped as D(x, sigma) = c_skip x + c_out F(c_in x, t(sigma))
 (Karras et al. 2022, eq. 7 and tab. 1, with sigma_data = 1).
 """
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..schedules import ModelSchedule, rescale_zero_terminal_snr, training_betas
-
-PREDICTIONS = ("eps", "v", "x0")
-
-
-@dataclass(frozen=True)
-class TrainingSpec:
-    """How a network was trained: what it predicts, its betas (optionally rescaled to zero terminal SNR,
-    Lin et al. 2024) and the factor its latents were scaled by (1 for pixel-space models)."""
-
-    prediction: str = "eps"
-    zero_snr: bool = False
-    beta_schedule: str = "scaled_linear"
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    timesteps: int = 1000
-    latent_scale: float = 0.18215
-
-    def __post_init__(self):
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
-        if self.zero_snr and self.prediction == "eps":
-            raise ValueError("a zero-terminal-SNR schedule needs v or x0 prediction: eps is undefined at infinite noise")
-
-    def schedule(self):
-        """The model's sigma <-> timestep table."""
-        betas = training_betas(self.beta_schedule, self.timesteps, self.beta_start, self.beta_end)
-        return ModelSchedule.from_betas(rescale_zero_terminal_snr(betas) if self.zero_snr else betas)
-
-    def to_json(self):
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text):
-        return cls(**json.loads(text))
+from .families import family_for
+from .training_spec import PREDICTIONS, TrainingSpec
 
 
 def preconditioning(sigma, prediction):
@@ -87,6 +53,11 @@ class Denoiser(nn.Module):
     @property
     def prediction(self):
         return self.spec.prediction
+
+    @property
+    def family(self):
+        """The network's ModelFamily (networks.families): its latents, text conditioning and vector recipe."""
+        return family_for(self.network.config, self.spec)
 
     def forward(self, x, sigma, cond=None, uncond=None, cfg=1.0, cfg_rescale=0.0):
         """Denoised x at noise level sigma (scalar or (B,)); guided by cond vs uncond when both are given."""

@@ -6,68 +6,23 @@ weight w != 1 is moved from the empty prompt's encoding e towards its own encodi
 z' = (z - e) w + e (ComfyUI's rule, so that a weight scales what the token adds to an empty prompt).
 The windows are concatenated along the tokens; the pooled output is the first window's.
 """
-from dataclasses import dataclass
-
 import torch
 
 from .clip_text import END_TOKEN, START_TOKEN
 from .clip_tokenizer import default_tokenizer
+from .families import TEXT_CONDITIONINGS, TextConditioning
 from .prompt_syntax import WINDOW, Token, tokenize_prompt
 
 
-@dataclass(frozen=True)
-class TowerUse:
-    """How a model reads one CLIP tower: layer (-1 last, -2 penultimate), final norm on it or not, padding token."""
+class TextEncoder(torch.nn.Module):
+    """Prompt -> (cond (1, 77 n, width), pooled (1, P)) for one model family; towers are ClipTextTransformers.
 
-    name: str
-    architecture: str
-    layer: int
-    norm_hidden: bool
-    pad: int
-
-    @property
-    def embedding_key(self):
-        """The entry of a textual-inversion file meant for this tower."""
-        return self.architecture
-
-
-@dataclass(frozen=True)
-class Family:
-    """A model family's text conditioning: its towers (concatenated in this order) and which gives the pooled output.
-
-    unet_reads_pooled: SDXL's U-Net reads the pooled output (its class vector y); SD1's and SD2's do not.
+    family: a TextConditioning (networks.families) or its name; kept as `.family`.
     """
 
-    name: str
-    description: str
-    towers: tuple
-    pooled_from: str
-    pooled_projected: bool
-    unet_reads_pooled: bool = False
-
-
-# As each model was trained: SD1 reads CLIP-L's last layer (normed); SD2 OpenCLIP-H's penultimate layer,
-# normed; SDXL the penultimate layers of CLIP-L and bigG, not normed, side by side (768 + 1280 = 2048).
-FAMILIES = {
-    "sd1": Family("sd1", "Stable Diffusion 1.x: CLIP ViT-L/14, last layer",
-                  (TowerUse("l", "clip_l", -1, True, END_TOKEN),), "l", False),
-    "sd2": Family("sd2", "Stable Diffusion 2.x: OpenCLIP ViT-H/14, penultimate layer",
-                  (TowerUse("h", "clip_h", -2, True, 0),), "h", True),
-    "sdxl": Family("sdxl", "SDXL: CLIP ViT-L/14 and OpenCLIP ViT-bigG/14, penultimate layers; pooled bigG",
-                   (TowerUse("l", "clip_l", -2, False, END_TOKEN), TowerUse("g", "clip_g", -2, False, 0)), "g", True, True),
-    "sdxl_refiner": Family("sdxl_refiner", "SDXL refiner: OpenCLIP ViT-bigG/14, penultimate layer",
-                           (TowerUse("g", "clip_g", -2, False, 0),), "g", True, True),
-    "small": Family("small", "Diffusion Blocks small: a 64-wide CLIP text tower, last layer",
-                    (TowerUse("s", "clip_small", -1, True, END_TOKEN),), "s", False),
-}
-
-
-class TextEncoder(torch.nn.Module):
-    """Prompt -> (cond (1, 77 n, width), pooled (1, P)) for one model family; towers are ClipTextTransformers."""
-
-    def __init__(self, family, towers, tokenizer=None):
+    def __init__(self, family: TextConditioning | str, towers, tokenizer=None):
         super().__init__()
-        self.family = FAMILIES[family] if isinstance(family, str) else family
+        self.family = TEXT_CONDITIONINGS[family] if isinstance(family, str) else family
         missing = [use.name for use in self.family.towers if use.name not in towers]
         if missing:
             raise ValueError(f"{self.family.name} needs the tower(s) {', '.join(missing)}")

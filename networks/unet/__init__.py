@@ -1,5 +1,5 @@
-"""The latent-diffusion U-Net: its configuration, presets, layers and the network."""
-from .config import PRESETS, UNetConfig, uniform_depths
+"""The latent-diffusion U-Net: its configuration, layers and the network (the published presets: networks.families)."""
+from .config import UNetConfig, uniform_depths
 from .model import UNet
 
-__all__ = ["UNet", "UNetConfig", "PRESETS", "uniform_depths"]
+__all__ = ["UNet", "UNetConfig", "uniform_depths"]

@@ -1,4 +1,4 @@
-"""The latent-diffusion U-Net's architecture as plain, serialisable data, and the published presets."""
+"""The latent-diffusion U-Net's architecture as plain, serialisable data (the published presets: networks.families)."""
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -13,6 +13,8 @@ class UNetConfig:
     Depths are given per block, in the order of the checkpoint's numbered blocks: `transformer_depth`
     for each residual block of the encoder (input_blocks 1, 2, 4, 5, ...), `transformer_depth_output`
     for each decoder block (output_blocks 0, 1, 2, ...: deepest level first). 0 means no attention.
+    The middle block is residual block, transformer of `transformer_depth_middle`, residual block; with depth 0
+    the two residual blocks alone, with -1 one residual block alone (SSD-1B; ComfyUI's numbering).
     Attention heads are either `num_heads` per layer (SD1.x) or `head_channels` wide (SD2.x, SDXL).
     """
 
@@ -44,6 +46,9 @@ class UNetConfig:
         if len(self.transformer_depth_output) != sum(n + 1 for n in self.num_res_blocks):
             raise ValueError(f"UNetConfig: transformer_depth_output needs one depth per decoder block "
                              f"({sum(n + 1 for n in self.num_res_blocks)}), got {len(self.transformer_depth_output)}")
+        if self.transformer_depth_middle < -1:
+            raise ValueError(f"UNetConfig: transformer_depth_middle {self.transformer_depth_middle}: give a depth, 0 (no "
+                             "attention) or -1 (one residual block alone)")
         if (self.num_heads > 0) == (self.head_channels > 0):
             raise ValueError("UNetConfig: give exactly one of num_heads or head_channels (the other -1)")
         for channels in self.level_channels:
@@ -99,27 +104,3 @@ def _preset(depth_per_level, num_res_blocks=2, **fields):
     encoder, decoder = uniform_depths(depth_per_level, num_res_blocks)
     return UNetConfig(num_res_blocks=(num_res_blocks,) * len(depth_per_level), transformer_depth=encoder,
                       transformer_depth_output=decoder, **fields)
-
-
-PRESETS = {
-    # Rombach et al. 2022, v1-inference.yaml: 860 M parameters, 8 heads, CLIP ViT-L/14 text (768).
-    "sd1": _preset((1, 1, 1, 0), model_channels=320, channel_mult=(1, 2, 4, 4), transformer_depth_middle=1,
-                   context_dim=768, num_heads=8, head_channels=-1),
-    # Stable Diffusion 2.x (v2-inference.yaml): 64-wide heads, linear projections, OpenCLIP ViT-H text (1024).
-    "sd2": _preset((1, 1, 1, 0), model_channels=320, channel_mult=(1, 2, 4, 4), transformer_depth_middle=1,
-                   context_dim=1024, num_heads=-1, head_channels=64, linear_projection=True),
-    # Podell et al. 2023, tab. 1: three levels, transformer depths 0/2/10, CLIP-L + bigG text (2048),
-    # pooled text + six size/crop embeddings as the vector condition (1280 + 6 * 256).
-    "sdxl": _preset((0, 2, 10), model_channels=320, channel_mult=(1, 2, 4), transformer_depth_middle=10,
-                    context_dim=2048, num_heads=-1, head_channels=64, linear_projection=True, adm_in_channels=2816),
-    # The SDXL refiner: 384 channels, depth 4 at the two middle levels, bigG text only (1280),
-    # pooled text + size, crop and aesthetic-score embeddings (1280 + 5 * 256).
-    "sdxl_refiner": _preset((0, 4, 4, 0), model_channels=384, channel_mult=(1, 2, 4, 4), transformer_depth_middle=4,
-                            context_dim=1280, num_heads=-1, head_channels=64, linear_projection=True,
-                            adm_in_channels=2560),
-    # The pack's own text-to-image model: 64x64 RGB pixels, attention at 32x32 and 16x16, a 64-wide text
-    # encoder; 4.1 M parameters (8 MB in fp16), 20 CFG steps in under 2 s on two CPU cores.
-    "small": _preset((0, 1, 1), num_res_blocks=1, in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2, 4),
-                     transformer_depth_middle=1, context_dim=64, num_heads=-1, head_channels=32,
-                     linear_projection=True),
-}

@@ -4,18 +4,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import PRESETS, UNetConfig
+from ..families import FAMILIES, family_for, published_family
+from .config import UNetConfig
 from .model import UNet
 
 CHECKPOINT_PREFIX = "model.diffusion_model."  # the U-Net inside a single-file SD checkpoint
 LDM_MARKER = "input_blocks.0.0.weight"
 DIFFUSERS_MARKER = "conv_in.weight"
-
-# The fields that, heads and in/out channels aside, fix a published architecture.
-FAMILY_FIELDS = ("model_channels", "channel_mult", "num_res_blocks", "transformer_depth", "transformer_depth_output",
-                 "transformer_depth_middle", "context_dim", "linear_projection", "adm_in_channels")
-FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL base", "sdxl_refiner": "SDXL refiner",
-                "small": "Diffusion Blocks small"}
 
 # What other weight files look like, to say what was found instead of a U-Net.
 LOOKALIKES = (
@@ -39,12 +34,18 @@ class UnknownArchitectureError(ValueError):
 
 @dataclass(frozen=True)
 class Detected:
-    """What a state dict holds: the family name ("sd1", ..., or "custom"), the structure, the layout, the key prefix."""
+    """What a state dict holds: the family name (a key of networks.families.FAMILIES, or "custom"), the structure,
+    the layout, the key prefix."""
 
     family: str
     config: UNetConfig
     layout: str  # "ldm" (the original checkpoints' key names) or "diffusers"
     prefix: str
+
+    @property
+    def model_family(self):
+        """The ModelFamily record: the published family's, or a custom one built from the config."""
+        return FAMILIES.get(self.family) or family_for(self.config)
 
 
 def detect_unet(shapes, config=None, heads=None):
@@ -55,18 +56,18 @@ def detect_unet(shapes, config=None, heads=None):
     inner = {key[len(prefix):]: shape for key, shape in shapes.items() if key.startswith(prefix)}
     structure = ldm_structure(inner) if layout == "ldm" else diffusers_structure(inner)
     family = identify(structure)
+    name = family.name if family is not None else "custom"
     if config is not None:
-        return Detected(family or "custom", config, layout, prefix)
+        return Detected(name, config, layout, prefix)
     if family is not None:
-        preset = PRESETS[family]
-        heads = {"num_heads": preset.num_heads, "head_channels": preset.head_channels}
+        heads = {"num_heads": family.unet.num_heads, "head_channels": family.unet.head_channels}
     elif heads is None:
         raise UnknownArchitectureError(
             f"unknown U-Net architecture: {describe(structure)}; expected one of "
-            f"{', '.join(f'{name} ({describe(PRESETS[key].to_dict())})' for key, name in FAMILY_NAMES.items())}. "
+            f"{', '.join(f'{f.display_name} ({describe(f.unet.to_dict())})' for f in FAMILIES.values() if f.unet)}. "
             "Its attention heads cannot be read from the weights: pass config=UNetConfig(...) to load it")
     try:
-        return Detected(family or "custom", UNetConfig(**structure, **heads), layout, prefix)
+        return Detected(name, UNetConfig(**structure, **heads), layout, prefix)
     except ValueError as error:
         raise UnknownArchitectureError(f"unsupported U-Net architecture ({describe(structure)}): {error}") from None
 
@@ -100,11 +101,8 @@ def _first(shapes, marker):
 
 
 def identify(structure):
-    """The preset family whose architecture this is (channels in/out may differ, e.g. inpainting), else None."""
-    for family, preset in PRESETS.items():
-        if all(structure[field] == getattr(preset, field) for field in FAMILY_FIELDS):
-            return family
-    return None
+    """The published ModelFamily whose architecture this is (channels in/out may differ, e.g. inpainting), else None."""
+    return published_family(structure)
 
 
 def describe(structure):
@@ -148,7 +146,8 @@ def ldm_structure(shapes):
     output_depths = [count_indices(shapes, f"output_blocks.{i}.1.transformer_blocks.")
                      for i in range(count_indices(shapes, "output_blocks."))]
     return _structure(shapes, in_channels, out_channels, model_channels, widths, blocks, depths, output_depths,
-                      middle=count_indices(shapes, "middle_block.1.transformer_blocks."), adm_key="label_emb.0.0.weight")
+                      middle=_middle(count_indices(shapes, "middle_block.1.transformer_blocks."),
+                                     "middle_block.1.in_layers.0.weight" in shapes), adm_key="label_emb.0.0.weight")
 
 
 def diffusers_structure(shapes):
@@ -168,7 +167,13 @@ def diffusers_structure(shapes):
                           for j in range(count_indices(shapes, f"up_blocks.{level}.resnets."))]
     adm_key = "class_embedding.linear_1.weight" if "class_embedding.linear_1.weight" in shapes else "add_embedding.linear_1.weight"
     return _structure(shapes, in_channels, out_channels, model_channels, widths, blocks, depths, output_depths,
-                      middle=count_indices(shapes, "mid_block.attentions.0.transformer_blocks."), adm_key=adm_key)
+                      middle=_middle(count_indices(shapes, "mid_block.attentions.0.transformer_blocks."),
+                                     count_indices(shapes, "mid_block.resnets.") > 1), adm_key=adm_key)
+
+
+def _middle(depth, second_residual_block):
+    """transformer_depth_middle: the transformer's depth, else 0 (two residual blocks) or -1 (one alone)."""
+    return depth if depth or second_residual_block else -1
 
 
 def _structure(shapes, in_channels, out_channels, model_channels, widths, blocks, depths, output_depths, middle, adm_key):
@@ -234,7 +239,7 @@ def _block_prefixes(config, adm):
     if c.transformer_depth_middle > 0:
         pairs["middle_block.1."] = "mid_block.attentions.0."
         pairs["middle_block.2."] = "mid_block.resnets.1."
-    else:
+    elif c.transformer_depth_middle == 0:
         pairs["middle_block.1."] = "mid_block.resnets.1."
     index = 0
     for up, level in enumerate(reversed(range(levels))):

@@ -37,9 +37,9 @@ class UNet(nn.Module):
                 self.input_blocks.append(Block([Downsample(channels)]))
                 skips.append(channels)
 
-        self.middle_block = Block([ResBlock(channels, channels, emb, c.dropout),
-                                   *self._attention(channels, c.transformer_depth_middle),
-                                   ResBlock(channels, channels, emb, c.dropout)])
+        self.middle_block = Block([ResBlock(channels, channels, emb, c.dropout)] + (
+            [*self._attention(channels, c.transformer_depth_middle), ResBlock(channels, channels, emb, c.dropout)]
+            if c.transformer_depth_middle >= 0 else []))
 
         self.output_blocks = nn.ModuleList()
         depths = iter(c.transformer_depth_output)

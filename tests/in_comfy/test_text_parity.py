@@ -1,7 +1,7 @@
 """Our text encoders against ComfyUI 0.3.75's own: tokens, weights, windows, layers, pooled outputs, CONDITIONING.
 
 Two references:
-  * the random-weight SD1.x checkpoint (full size, tests/harness/sd_checkpoint.py) through ComfyUI's
+  * the random-weight SD1.x checkpoint (full size, devtools/sd_checkpoint.py) through ComfyUI's
     CheckpointLoader machinery and its CLIPTextEncode / CLIPSetLastLayer nodes;
   * ComfyUI's SD1ClipModel, SD2ClipModel, SDXLClipModel and SDXLRefinerClipModel built in-process at
     reduced width (their config overrides) and given the same random weights as ours.
@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from diffusion_blocks.networks.clip_tokenizer import default_tokenizer
+from diffusion_blocks.networks.families import FAMILIES
 from diffusion_blocks.networks.prompt_syntax import EmbeddingLibrary, tokenize_prompt
-from diffusion_blocks.networks.sdxl_conditioning import sdxl_vector
 from diffusion_blocks.networks.text_encoder_loading import load_text_encoder
 from harness.clip_weights import hf_state_dict, openclip_state_dict, random_hf_tower
 from harness.clip_weights import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -91,7 +91,7 @@ def sd1_checkpoint(embedding_folder):
     """(ComfyUI's CLIP from CheckpointLoader's machinery, our encoder) from the random SD1.x checkpoint."""
     import comfy.sd
 
-    from harness.sd_checkpoint import sd1_checkpoint_path
+    from diffusion_blocks.devtools.sd_checkpoint import sd1_checkpoint_path
 
     path = sd1_checkpoint_path()
     _, clip, *_ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False, output_clip=True, output_model=False,
@@ -186,7 +186,7 @@ def test_openclip_names_of_the_harness_match_comfyui_conversion():
         assert torch.equal(converted[key], value), key
 
 
-def test_sdxl_vector_equals_comfyui_encode_adm():
+def test_sdxl_vector_condition_equals_comfyui_encode_adm():
     from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep
     from comfy.model_base import SDXL
 
@@ -197,4 +197,4 @@ def test_sdxl_vector_equals_comfyui_encode_adm():
     pooled = torch.randn(2, 1280)
     sizes = dict(width=1152, height=896, crop_w=64, crop_h=32, target_width=1024, target_height=1024)
     theirs = SDXL.encode_adm(Host(), pooled_output=pooled, **sizes)
-    assert_close(sdxl_vector(pooled, **sizes), theirs)
+    assert_close(FAMILIES["sdxl"].vector_condition(pooled, **sizes), theirs)

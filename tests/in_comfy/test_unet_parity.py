@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from diffusion_blocks.networks.prediction import Denoiser, TrainingSpec
-from diffusion_blocks.networks.unet import PRESETS, UNet, UNetConfig
+from diffusion_blocks.networks.families import FAMILIES
+from diffusion_blocks.networks.unet import UNet, UNetConfig
 from diffusion_blocks.networks.sdxl_conditioning import sdxl_vector
 from diffusion_blocks.networks.unet.detect import detect_unet
 from diffusion_blocks.networks.unet_loading import load_unet
@@ -29,7 +30,7 @@ def comfy_kwargs(config):
 
 def reduced(family, model_channels=32, pooled=64):
     """A published family's exact layout of levels, depths, projections and conditioning at a reduced width."""
-    preset = PRESETS[family]
+    preset = FAMILIES[family].unet
     heads = dict(num_heads=preset.num_heads, head_channels=-1) if preset.num_heads > 0 else dict(num_heads=-1, head_channels=16)
     return UNetConfig(**{**preset.to_dict(), **heads, "model_channels": model_channels, "context_dim": 48,
                          "adm_in_channels": pooled + (preset.adm_in_channels - 1280) if preset.adm_in_channels else 0})
@@ -50,8 +51,13 @@ REAL = {
                          transformer_depth=[0, 0, 4, 4, 4, 4, 0, 0], transformer_depth_output=[0, 0, 0, 4, 4, 4, 4, 4, 4, 0, 0, 0],
                          transformer_depth_middle=4, context_dim=1280, num_heads=-1, num_head_channels=64,
                          use_linear_in_transformer=True, adm_in_channels=2560, num_classes="sequential"),
+    # SDXL distilled: no middle transformer (ComfyUI's -1: residual blocks only).
+    "ssd1b": dict(model_channels=320, channel_mult=[1, 2, 4], num_res_blocks=[2] * 3, transformer_depth=[0, 0, 2, 2, 4, 4],
+                  transformer_depth_output=[0, 0, 0, 1, 1, 2, 10, 4, 4], transformer_depth_middle=-1, context_dim=2048,
+                  num_heads=-1, num_head_channels=64, use_linear_in_transformer=True, adm_in_channels=2816,
+                  num_classes="sequential"),
 }
-COMFY_NAMES = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SDXLRefiner"}
+COMFY_NAMES = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SDXLRefiner", "ssd1b": "SSD1B"}
 
 
 def randomize(module, seed):
@@ -65,7 +71,7 @@ def randomize(module, seed):
     return module
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "sdxl_refiner"])
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "sdxl_refiner", "ssd1b"])
 def test_matches_comfyui_unet_from_the_same_single_file(comfy, family, tmp_path):
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     import comfy.utils
@@ -91,9 +97,9 @@ def test_matches_comfyui_unet_from_the_same_single_file(comfy, family, tmp_path)
     assert ((result - expected).abs().max() / expected.abs().max()).item() <= TOLERANCE
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "sdxl_refiner"])
+@pytest.mark.parametrize("family", sorted(REAL))
 def test_real_architectures_are_detected_from_shapes(comfy, family):
-    """The exact shapes of SD1.5, SD2.1-768-v, SDXL base and refiner, built by ComfyUI on the meta device."""
+    """The exact shapes of SD1.5, SD2.1-768-v, SDXL base and refiner and SSD-1B, built by ComfyUI on the meta device."""
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     import comfy.model_detection
 
@@ -104,10 +110,12 @@ def test_real_architectures_are_detected_from_shapes(comfy, family):
     assert type(comfy.model_detection.model_config_from_unet(state, PREFIX)).__name__ == COMFY_NAMES[family]
     detected = detect_unet(state)
     assert (detected.family, detected.layout, detected.prefix) == (family, "ldm", PREFIX)
-    assert detected.config == PRESETS[family]
+    assert detected.config == FAMILIES[family].unet
     with torch.device("meta"):
         ours = UNet(detected.config).state_dict()
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    ours = {PREFIX + k: v for k, v in ours.items()}  # and ComfyUI names our family record's network the same
+    assert type(comfy.model_detection.model_config_from_unet(ours, PREFIX)).__name__ == COMFY_NAMES[family]
 
 
 @pytest.mark.parametrize("prediction, comfy_type", [("eps", "EPS"), ("v", "V_PREDICTION")])
@@ -159,7 +167,7 @@ def test_refiner_vector_matches_comfyui_size_embedding(comfy):
     """ComfyUI's SDXLRefiner.encode_adm: pooled text, then Timestep(256) of height, width, crop_h, crop_w, score."""
     from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep
 
-    from diffusion_blocks.networks.unet.conditioning import refiner_vector
+    from diffusion_blocks.networks.sdxl_conditioning import refiner_vector
 
     pooled = torch.randn(2, 1280, generator=torch.Generator().manual_seed(8))
     embed = Timestep(256)

@@ -8,12 +8,12 @@ from safetensors import safe_open
 from diffusion_blocks.networks import load_text_encoder, load_unet
 from diffusion_blocks.networks.checkpoint import save_checkpoint
 from diffusion_blocks.networks.clip_text import ARCHITECTURES, ClipTextTransformer
-from diffusion_blocks.networks.unet import PRESETS, UNet
-from diffusion_blocks.networks.unet_loading import FAMILY_TRAINING
+from diffusion_blocks.networks.families import FAMILIES
+from diffusion_blocks.networks.unet import UNet
 from diffusion_blocks.training.analyse import score
-from diffusion_blocks.training.sampling import text_to_image
+from diffusion_blocks.pipeline import text_to_image
 from diffusion_blocks.training.scenes import sample_scenes
-from harness.paths import PACK_ROOT
+from diffusion_blocks.devtools.paths import PACK_ROOT
 
 BUNDLED = PACK_ROOT / "models" / "diffusion_blocks_shapes.safetensors"
 MAX_BYTES = 20_000_000
@@ -28,8 +28,8 @@ def test_the_file_is_small_and_says_how_it_was_trained():
 
 def test_the_normal_loaders_read_it_as_the_small_family():
     unet = load_unet(BUNDLED)
-    assert unet.family == "small" and unet.config == PRESETS["small"]
-    assert unet.trained_as == FAMILY_TRAINING["small"]
+    assert unet.family == "small" and unet.config == FAMILIES["small"].unet
+    assert unet.trained_as == FAMILIES["small"].training
     encoder = load_text_encoder(BUNDLED)
     assert encoder.family.name == "small"
     assert encoder.towers["s"].config == ARCHITECTURES["clip_small"]
@@ -37,10 +37,10 @@ def test_the_normal_loaders_read_it_as_the_small_family():
 
 def test_a_saved_checkpoint_loads_back_to_the_same_networks(tmp_path):
     torch.manual_seed(0)
-    unet, tower = UNet(PRESETS["small"]).eval(), ClipTextTransformer(ARCHITECTURES["clip_small"]).eval()
+    unet, tower = UNet(FAMILIES["small"].unet).eval(), ClipTextTransformer(ARCHITECTURES["clip_small"]).eval()
     for parameter in [*unet.parameters(), *tower.parameters()]:
         parameter.data.normal_(0, 0.05)  # nothing left at a default value
-    path = save_checkpoint(tmp_path / "model.safetensors", unet, tower, FAMILY_TRAINING["small"])
+    path = save_checkpoint(tmp_path / "model.safetensors", unet, tower, FAMILIES["small"].training)
     loaded = load_unet(path)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in unet.state_dict().items())
     tokens = torch.randint(0, 49406, (2, 77))

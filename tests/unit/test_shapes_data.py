@@ -5,13 +5,14 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from diffusion_blocks.networks.text_encoder import FAMILIES
+from diffusion_blocks.networks.families import TEXT_CONDITIONINGS
 from diffusion_blocks.networks.clip_tokenizer import default_tokenizer
 from diffusion_blocks.networks.prompt_syntax import tokenize_prompt
 from diffusion_blocks.training import render as R
 from diffusion_blocks.training.analyse import analyse, score
 from diffusion_blocks.training.data import caption_ids, make_chunk
-from diffusion_blocks.training.render import pack, render, to_uint8
+from diffusion_blocks.training.render import pack, render
+from diffusion_blocks.views.pixels import to_uint8
 from diffusion_blocks.training.scenes import (COLOUR_WORDS, PALETTE, POSITIONS, RELATIONS, SHAPE_WORDS, SHAPES, SIZES,
                                               Scene, Shape, is_held_out, sample_scenes)
 
@@ -107,7 +108,7 @@ def test_held_out_combinations_are_never_in_training_chunks():
 
 
 def test_caption_tokens_are_the_text_encoders_own():
-    use = FAMILIES["small"].towers[0]
+    use = TEXT_CONDITIONINGS["small"].towers[0]
     for caption in ("a red circle left of a blue square on a white background", ""):
         window = tokenize_prompt(caption, default_tokenizer(), use.pad, width=64).windows[0]
         assert caption_ids(caption).tolist() == [t.value for t in window]

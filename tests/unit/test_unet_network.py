@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from diffusion_blocks.networks.unet import PRESETS, UNet, UNetConfig
+from diffusion_blocks.networks.families import FAMILIES
+from diffusion_blocks.networks.unet import UNet, UNetConfig
 from diffusion_blocks.networks.sdxl_conditioning import FEATURES as SIZE_EMBED_DIM, sdxl_vector
 from diffusion_blocks.networks.unet.fast import fast_unet
 from diffusion_blocks.networks.unet_loading import load_unet
@@ -85,13 +86,13 @@ def test_diffusers_folder_keeps_its_structure(diffusers_pair):
 @pytest.mark.parametrize("family", sorted(PUBLISHED_PARAMETERS))
 def test_presets_have_the_published_sizes(family):
     with torch.device("meta"):
-        unet = UNet(PRESETS[family])
+        unet = UNet(FAMILIES[family].unet)
     assert sum(p.numel() for p in unet.parameters()) == PUBLISHED_PARAMETERS[family]
 
 
 def test_small_preset_fits_the_bundled_weight_budget():
     with torch.device("meta"):
-        unet = UNet(PRESETS["small"])
+        unet = UNet(FAMILIES["small"].unet)
     # fp16 bytes: at most three quarters of the 20 MB file the pack ships, leaving room for the text encoder.
     assert sum(p.numel() for p in unet.parameters()) * 2 <= 15e6
 
@@ -135,7 +136,7 @@ def test_config_errors_say_what_is_wrong(fields, message):
 def test_config_round_trips_through_json():
     import json
 
-    config = PRESETS["sdxl"]
+    config = FAMILIES["sdxl"].unet
     assert UNetConfig.from_dict(json.loads(config.to_json())) == config
 
 
@@ -177,9 +178,9 @@ def test_released_architectures_in_diffusers_layout_are_detected(family):
 
     with torch.device("meta"):
         state = diffusers.UNet2DConditionModel(**RELEASED_DIFFUSERS[family]).state_dict()
-        ours = UNet(PRESETS[family]).state_dict()
+        ours = UNet(FAMILIES[family].unet).state_dict()
     detected = detect_unet(state)
-    assert (detected.family, detected.layout, detected.config) == (family, "diffusers", PRESETS[family])
+    assert (detected.family, detected.layout, detected.config) == (family, "diffusers", FAMILIES[family].unet)
     mapping = diffusers_key_map(detected.config)
     assert sorted(mapping.values()) == sorted(state)
     assert all(state[mapping[key]].shape == value.shape for key, value in ours.items())
