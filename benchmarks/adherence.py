@@ -9,24 +9,20 @@ Prints a table; writes benchmarks/results/adherence.md and a sample grid (adhere
 Run: .venv/bin/python benchmarks/adherence.py [--count 240] [--model path]
 """
 import argparse
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
+from diffusion_blocks.networks import load_text_encoder, load_unet
+from diffusion_blocks.pipeline import text_to_image
+from diffusion_blocks.training.analyse import score
+from diffusion_blocks.training.render import pack, render
+from diffusion_blocks.training.scenes import sample_scenes
+from diffusion_blocks.views.pixels import to_uint8
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from harness.paths import make_pack_importable  # noqa: E402
-
-make_pack_importable()
-from diffusion_blocks.networks import load_text_encoder, load_unet  # noqa: E402
-from diffusion_blocks.training.analyse import score  # noqa: E402
-from diffusion_blocks.training.render import pack, render, to_uint8  # noqa: E402
-from diffusion_blocks.training.sampling import text_to_image  # noqa: E402
-from diffusion_blocks.training.scenes import sample_scenes  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 BUNDLED = ROOT / "models" / "diffusion_blocks_shapes.safetensors"
 EVALUATION_SEED = 20261126

@@ -3,7 +3,7 @@
 The server is started once and warmed up with one prompt; then each round times, from POST /prompt until
 /history has the entry, the text-to-image workflow (64x64, 20 steps of dpmpp_2m on the Karras schedule, cfg 5)
 with a new seed (ComfyUI reuses the loaded models and encoded prompts) and with a new prompt and seed (the
-prompt is encoded again), and, in this process, training.sampling.text_to_image on the same settings (the
+prompt is encoded again), and, in this process, pipeline.text_to_image on the same settings (the
 core alone: prompt and empty negative encoded, 20 guided steps, no ComfyUI). The three take turns round by
 round and the median counts, so a busy machine biases none of them. CPU seconds per image (the server
 process's, or this one's) are given too: on a shared machine they say more than the wall time.
@@ -13,25 +13,19 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server runs (scripts/comfyui_server.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server runs (devtools/server.py)
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "scripts"))
-from comfyui_server import ComfyServer  # noqa: E402
-from harness.paths import make_pack_importable  # noqa: E402
-
-make_pack_importable()
+from diffusion_blocks.devtools.server import ComfyServer  # noqa: E402
 from diffusion_blocks.networks import load_text_encoder, load_unet  # noqa: E402
-from diffusion_blocks.training.sampling import text_to_image  # noqa: E402
+from diffusion_blocks.pipeline import text_to_image  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 WORKFLOW = ROOT / "example_workflows" / "api" / "text_to_image.json"
 BUNDLED = ROOT / "models" / "diffusion_blocks_shapes.safetensors"

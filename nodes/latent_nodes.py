@@ -1,28 +1,18 @@
 """Latents for the pack's U-Net: an empty one of the right shape, and pixel-space latents <-> IMAGE (x = 2 img - 1)."""
+import comfy.model_management
 import torch
 from comfy_api.latest import io
 
-from .unet_nodes import UNET
+from ..views.pixels import image_to_pixels, pixels_to_image
+from .wires import UNET
 
 CATEGORY = "diffusion_blocks/latent"
 MAX_RESOLUTION = 16384
 
 
-def image_to_pixels(image):
-    """ComfyUI IMAGE (B, H, W, 3) in [0, 1] -> pixel-space latent (B, 3, H, W) in [-1, 1]."""
-    return (2 * image[..., :3].float() - 1).movedim(-1, 1)
-
-
-def pixels_to_image(samples):
-    """Pixel-space latent (B, 3, H, W) in [-1, 1] -> IMAGE (B, H, W, 3) in [0, 1], clamped."""
-    return ((samples.float() + 1) / 2).clamp(0, 1).movedim(1, -1)
-
-
-def empty_latent_shape(denoiser, width, height, batch_size):
-    """(B, C, H, W) of an empty latent: pixel space at full size, SD latents at 1/8 of the image size."""
-    from .native_model import pixels_per_latent
-
-    step = pixels_per_latent(denoiser)
+def empty_latent_shape(denoiser, width: int, height: int, batch_size: int) -> tuple:
+    """(B, C, H, W) of an empty latent of the network's family: pixel space at full size, SD latents at 1/8."""
+    step = denoiser.family.latent.pixels_per_latent
     for name, size in (("width", width), ("height", height)):
         if size % step:
             raise ValueError(f"{name}: {size} is not a multiple of {step}: one latent pixel of this U-Net stands "
@@ -47,9 +37,7 @@ class EmptyLatent(io.ComfyNode):
             outputs=[io.Latent.Output(display_name="latent", tooltip="Zeros of the right shape.")])
 
     @classmethod
-    def execute(cls, unet, width, height, batch_size):
-        import comfy.model_management
-
+    def execute(cls, unet, width, height, batch_size) -> io.NodeOutput:
         shape = empty_latent_shape(unet.model, width, height, batch_size)
         return io.NodeOutput({"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())})
 
@@ -65,7 +53,7 @@ class LatentToImage(io.ComfyNode):
             outputs=[io.Image.Output(display_name="image", tooltip="The picture, (B, H, W, 3) in [0, 1].")])
 
     @classmethod
-    def execute(cls, latent):
+    def execute(cls, latent) -> io.NodeOutput:
         samples = latent["samples"]
         if samples.ndim != 4 or samples.shape[1] != 3:
             raise ValueError(f"latent: shape {tuple(samples.shape)} is not a pixel-space latent (3 channels); "
@@ -84,7 +72,7 @@ class ImageToLatent(io.ComfyNode):
             outputs=[io.Latent.Output(display_name="latent", tooltip="(B, 3, H, W) in [-1, 1].")])
 
     @classmethod
-    def execute(cls, image):
+    def execute(cls, image) -> io.NodeOutput:
         return io.NodeOutput({"samples": image_to_pixels(image)})
 
 

@@ -3,70 +3,19 @@
 ComfyUI's discrete model sampling does the preconditioning (c_in, timestep, eps / v / x0 -> denoised) from the
 same noise table our Denoiser uses, so native KSampler, SamplerCustom, model patches and the memory manager work.
 """
-import comfy.latent_formats
 import comfy.model_base
-import comfy.model_sampling
+import comfy.model_patcher
 import comfy.supported_models_base
 import torch
 from comfy_api.latest import io
 
-from .unet_nodes import LATENT_TO_PIXELS, UNET, cond_from_conditioning
+from .wires import UNET, comfy_latent_format, model_sampling_for, text_condition
 
 CATEGORY = "diffusion_blocks/unet"
-PREDICTION_CLASSES = {"eps": comfy.model_sampling.EPS, "v": comfy.model_sampling.V_PREDICTION,
-                      "x0": comfy.model_sampling.X0}
 MODEL_TYPES = {"eps": comfy.model_base.ModelType.EPS, "v": comfy.model_base.ModelType.V_PREDICTION,
                "x0": comfy.model_base.ModelType.EPS}  # ComfyUI has no discrete-x0 type; the sampling object decides
 # Our beta schedule names -> ComfyUI's (its "linear" is linear in sqrt(beta)); the table is set exactly anyway.
 COMFY_BETA_SCHEDULES = {"scaled_linear": "linear", "linear": "sqrt_linear", "cosine": "cosine"}
-SD_LATENT_FORMATS = {0.18215: comfy.latent_formats.SD15, 0.13025: comfy.latent_formats.SDXL}
-
-
-class PixelSpace(comfy.latent_formats.LatentFormat):
-    """RGB pixels in [-1, 1] as the 'latent': 3 channels, scale 1; previews show the picture itself."""
-
-    latent_channels = 3
-    scale_factor = 1.0
-    latent_rgb_factors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    latent_rgb_factors_bias = [0.0, 0.0, 0.0]
-
-
-def is_pixel_space(denoiser):
-    """A network that denoises RGB pixels directly (3 input channels, no latent scaling)."""
-    return denoiser.network.config.in_channels == 3 and denoiser.spec.latent_scale == 1.0
-
-
-def pixels_per_latent(denoiser):
-    """How many image pixels one latent pixel stands for: 1 in pixel space, 8 for the SD autoencoders."""
-    return 1 if is_pixel_space(denoiser) else LATENT_TO_PIXELS
-
-
-def latent_format_for(denoiser):
-    """ComfyUI's LatentFormat of the network's latents: pixel space, SD1.x / SDXL latents, or a plain one."""
-    if is_pixel_space(denoiser):
-        return PixelSpace()
-    channels, scale = denoiser.network.config.in_channels, denoiser.spec.latent_scale
-    if channels == 4 and scale in SD_LATENT_FORMATS:
-        return SD_LATENT_FORMATS[scale]()
-    latent_format = comfy.latent_formats.LatentFormat()
-    latent_format.latent_channels, latent_format.scale_factor = channels, scale
-    return latent_format
-
-
-def model_sampling_for(denoiser):
-    """ComfyUI's discrete model sampling for a Denoiser: exactly its noise table, and its sigma -> timestep map
-    (continuous, or rounded to training steps when the Denoiser quantizes), so both routes feed the same t."""
-    schedule, quantize = denoiser.schedule, denoiser.quantize
-
-    class ModelSampling(comfy.model_sampling.ModelSamplingDiscrete, PREDICTION_CLASSES[denoiser.spec.prediction]):
-        def timestep(self, sigma):
-            t = schedule.timestep(sigma.float())
-            return t.round() if quantize else t
-
-    sampling = ModelSampling()
-    sampling.set_sigmas(schedule.sigmas)
-    sampling.zsnr = denoiser.spec.zero_snr
-    return sampling
 
 
 def sampling_settings(spec):
@@ -100,25 +49,23 @@ class NoisePredictorModel(comfy.model_base.BaseModel):
     def __init__(self, denoiser, device=None):
         config = comfy.supported_models_base.BASE({"disable_unet_model_creation": True})
         config.sampling_settings = sampling_settings(denoiser.spec)
-        config.latent_format = latent_format_for(denoiser)
+        config.latent_format = comfy_latent_format(denoiser.family)
         super().__init__(config, model_type=MODEL_TYPES[denoiser.spec.prediction], device=device)
         self.model_sampling = model_sampling_for(denoiser)
         self.diffusion_model = NetworkCall(denoiser.network)
-        self.network_config = denoiser.network.config
-        self.adm_channels = self.network_config.adm_in_channels
+        self.denoiser = denoiser
+        self.adm_channels = denoiser.network.config.adm_in_channels
 
     def encode_adm(self, **kwargs):
         if not self.adm_channels:
             return None
         size = (kwargs["height"], kwargs["width"])  # ComfyUI fills in the image size (8 pixels per latent pixel)
         negative = kwargs.get("prompt_type") == "negative"
-        return cond_from_conditioning([[None, kwargs]], self.network_config, size, negative=negative).y
+        return text_condition([[None, kwargs]], self.denoiser, size, negative=negative).y
 
 
-def as_native_model(unet):
+def as_native_model(unet) -> comfy.model_patcher.ModelPatcher:
     """A ComfyUI ModelPatcher (MODEL) sharing the DB_UNET wire's network, devices and weights."""
-    import comfy.model_patcher
-
     model = NoisePredictorModel(unet.model)
     return comfy.model_patcher.ModelPatcher(model, load_device=unet.load_device, offload_device=unet.offload_device)
 
@@ -136,7 +83,7 @@ class NoisePredictorAsModel(io.ComfyNode):
                                      tooltip="A native MODEL: connect to KSampler, SamplerCustom, model patches.")])
 
     @classmethod
-    def execute(cls, unet):
+    def execute(cls, unet) -> io.NodeOutput:
         return io.NodeOutput(as_native_model(unet))
 
 

@@ -1,21 +1,22 @@
 """The node boundary for noise levels: a native MODEL's model_sampling becomes our noise table."""
 from functools import lru_cache
 
-from ..schedules import FlowSchedule, ModelSchedule, SCHEDULES, get_sigmas, training_betas
+import comfy.model_sampling
+
+from ..networks.families import FAMILIES
+from ..schedules import FlowSchedule, ModelSchedule, SCHEDULES, get_sigmas
 
 SD1_SIGMA_MIN, SD1_SIGMA_MAX = 0.0291675, 14.614642
 
 
 @lru_cache(maxsize=1)
 def sd1_table():
-    """Stable Diffusion 1.x's discrete noise table: scaled-linear betas 0.00085..0.012 over 1000 steps."""
-    return ModelSchedule.from_betas(training_betas("scaled_linear", timesteps=1000, beta_start=0.00085, beta_end=0.012))
+    """Stable Diffusion 1.x's discrete noise table (its family's training schedule)."""
+    return FAMILIES["sd1"].training.schedule()
 
 
 def table_from_model(model):
     """Our noise table for a native ComfyUI MODEL, read from its model_sampling object."""
-    import comfy.model_sampling
-
     sampling = model.get_model_object("model_sampling")
     if isinstance(sampling, comfy.model_sampling.ModelSamplingDiscreteFlow):
         return FlowSchedule(shift=float(sampling.shift), multiplier=float(sampling.multiplier))
@@ -23,7 +24,7 @@ def table_from_model(model):
     if table is None or table.ndim != 1 or table.numel() < 2:
         raise ValueError(f"model: its noise schedule ({type(sampling).__name__}) has no noise table; "
                          "disconnect the model and set sigma_min / sigma_max instead")
-    return ModelSchedule.from_sigmas(table.detach().float().cpu())
+    return ModelSchedule(table)
 
 
 def sigmas_for_node(name, steps, denoise, model=None, sigma_min=None, sigma_max=None, **options):

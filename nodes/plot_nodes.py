@@ -27,7 +27,7 @@ class PlotSigmas(io.ComfyNode):
             outputs=[io.Image.Output(display_name="plot", tooltip="The plot as an image.")])
 
     @classmethod
-    def execute(cls, sigmas_1, labels, log_scale, width, height, sigmas_2=None, sigmas_3=None, sigmas_4=None):
+    def execute(cls, sigmas_1, labels, log_scale, width, height, sigmas_2=None, sigmas_3=None, sigmas_4=None) -> io.NodeOutput:
         inputs = [(i, s) for i, s in enumerate((sigmas_1, sigmas_2, sigmas_3, sigmas_4), start=1) if s is not None]
         names = [name.strip() for name in labels.split(",")] if labels.strip() else []
         legend = [names[k] if k < len(names) and names[k] else f"sigmas {i}" for k, (i, _) in enumerate(inputs)]
@@ -55,7 +55,7 @@ class ImageGrid(io.ComfyNode):
             outputs=[io.Image.Output(display_name="grid", tooltip="The grid as one image.")])
 
     @classmethod
-    def execute(cls, images_1, captions, columns, cell_size, images_2=None, images_3=None, images_4=None):
+    def execute(cls, images_1, captions, columns, cell_size, images_2=None, images_3=None, images_4=None) -> io.NodeOutput:
         batches = [b for b in (images_1, images_2, images_3, images_4) if b is not None]
         pictures = [image.detach().float().cpu().numpy() for batch in batches for image in batch]
         names = [c.strip() for c in captions.split(",")] if captions.strip() else []

@@ -1,13 +1,15 @@
-"""Sampling with the pack's U-Net, and watching it: Sample, Denoising Trajectory, Add Noise."""
-from types import SimpleNamespace
+"""Sampling with the pack's U-Net, and watching it: Sample, Denoising Trajectory, Add Noise.
 
-import torch
+Each node adapts ComfyUI's wires (nodes/wires.py) and calls the one pipeline (pipeline/)."""
 from comfy_api.latest import io
 
-from ..samplers.run import Guided, evenly_spaced, noisy_start, sample, start_noise
+from ..pipeline import evenly_spaced, generate, noisy_start, start_noise
 from ..views.grid import image_grid
+from ..views.latents import latent_picture, noisy_picture
+from ..views.pixels import image_to_pixels
 from .images import to_image_tensor
-from .unet_nodes import UNET, _channels_picture, cond_from_conditioning, empty_cond, ready
+from .wires import (UNET, as_k_model, checked_latent, checked_sampler, latent_picture_for, pixel_size,
+                    progress_with_previews, ready, text_condition, to_latent, vae_decoder)
 
 CATEGORY = "diffusion_blocks/sampling"
 NOISY_VIEWS = ("x0 + sigma * noise", "x / sqrt(1 + sigma^2)")
@@ -43,85 +45,20 @@ def _sampling_inputs():
     ]
 
 
-class SamplerModel:
-    """Our guided denoiser as ComfyUI's k-diffusion samplers see their model: a callable carrying the model
-    sampling they look up (model.inner_model.inner_model.model_sampling, model.inner_model.model_patcher)."""
-
-    def __init__(self, guided, model_sampling):
-        self.guided = guided
-        patcher = SimpleNamespace(get_model_object={"model_sampling": model_sampling}.__getitem__)
-        self.inner_model = SimpleNamespace(inner_model=SimpleNamespace(model_sampling=model_sampling),
-                                           model_patcher=patcher)
-
-    def __call__(self, x, sigma, model_options=None, **extra_args):
-        if (model_options or {}).get("sampler_post_cfg_function"):
-            raise ValueError("sampler: ComfyUI's CFG++ samplers need ComfyUI's own guidance; connect Noise Predictor "
-                             "as MODEL to SamplerCustom instead")
-        return self.guided(x, sigma)
-
-
-def _checked_sampler(sampler):
-    import comfy.samplers
-
-    if not isinstance(sampler, comfy.samplers.KSAMPLER):
-        raise ValueError(f"sampler: needs a k-diffusion sampler (ComfyUI's KSAMPLER), got {type(sampler).__name__}")
-    return sampler.sampler_function, dict(sampler.extra_options)
-
-
-def _checked_latent(latent, denoiser):
-    samples = latent["samples"]
-    channels = denoiser.network.config.in_channels
-    if samples.ndim != 4 or samples.shape[1] != channels:
-        raise ValueError(f"latent: shape {tuple(samples.shape)} does not fit a U-Net of {channels} input channels "
-                         f"(make it with Empty Latent from this U-Net, or encode an image for this model)")
-    if "noise_mask" in latent:
-        raise ValueError("latent: carries an inpainting mask (noise_mask), which Sample does not use; connect Noise "
-                         "Predictor as MODEL to ComfyUI's KSampler for inpainting")
-    return samples
-
-
-def _previewer(denoiser, device):
-    """ComfyUI's previewer for these latents: the picture itself in pixel space, else ComfyUI's chosen method."""
-    import latent_preview
-
-    from .native_model import PixelSpace, is_pixel_space, latent_format_for
-
-    if is_pixel_space(denoiser):
-        return latent_preview.Latent2RGBPreviewer(PixelSpace.latent_rgb_factors, PixelSpace.latent_rgb_factors_bias)
-    return latent_preview.get_previewer(device, latent_format_for(denoiser))
-
-
-def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negative=None, record=False):
-    """Sample with the DB_UNET wire; returns (latent, denoised latent, trajectory, denoiser), latents in LATENT units."""
-    import comfy.model_management
-    import comfy.utils
-
-    from .native_model import model_sampling_for, pixels_per_latent
-
+def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negative=None, record=False) -> tuple:
+    """Sample with the DB_UNET wire: (Sampled in latent units, denoiser)."""
     if sigmas is None or sigmas.numel() == 0:
         raise ValueError("sigmas: empty; connect a schedule")
-    fn, options = _checked_sampler(sampler)
+    fn, options = checked_sampler(sampler)
     denoiser, device = ready(unet)
-    samples = _checked_latent(latent, denoiser)
-    config, scale = denoiser.network.config, denoiser.spec.latent_scale
-    pixel_size = tuple(s * pixels_per_latent(denoiser) for s in samples.shape[-2:])
-    cond = cond_from_conditioning(positive, config, pixel_size) if positive is not None else empty_cond(config, pixel_size)
-    uncond = (cond_from_conditioning(negative, config, pixel_size, negative=True) if negative is not None
-              else empty_cond(config, pixel_size))
-    cond, uncond = (type(c)(*(None if t is None else t.to(device) for t in (c.context, c.y))) for c in (cond, uncond))
-    model = SamplerModel(Guided(denoiser, cond, uncond, cfg), model_sampling_for(denoiser))
-
-    steps = sigmas.numel() - 1
-    progress, previewer = comfy.utils.ProgressBar(steps), _previewer(denoiser, device)
-
-    def report(info):
-        preview = previewer.decode_latent_to_preview_image("JPEG", info["denoised"]) if previewer else None
-        progress.update_absolute(info["i"] + 1, steps, preview)
-
-    x0 = samples.float().to(device) * scale
-    out, denoised, trajectory = sample(fn, model, x0, sigmas, seed, callback=report, options=options, record=record)
-    to_latent = lambda t: {**latent, "samples": (t.float() / scale).to(comfy.model_management.intermediate_device())}  # noqa: E731
-    return to_latent(out), to_latent(denoised), trajectory, denoiser
+    samples = checked_latent(latent, denoiser)
+    size = pixel_size(denoiser, samples)
+    cond = text_condition(positive, denoiser, size)
+    uncond = text_condition(negative, denoiser, size, negative=True)
+    report = progress_with_previews(denoiser, device, sigmas.numel() - 1)
+    sampled = generate(denoiser, fn, sigmas, samples, seed, cond=cond, uncond=uncond, cfg=cfg, device=device,
+                       options=options, callback=report, record=record, wrap=as_k_model(denoiser))
+    return sampled, denoiser
 
 
 class Sample(io.ComfyNode):
@@ -138,32 +75,9 @@ class Sample(io.ComfyNode):
                                       tooltip="The network's estimate of the clean image at the last step.")])
 
     @classmethod
-    def execute(cls, unet, sampler, sigmas, latent, seed, cfg, positive=None, negative=None):
-        out, denoised, _, _ = run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive, negative)
-        return io.NodeOutput(out, denoised)
-
-
-def picture_maker(latent_format, vae, scale):
-    """Network-space latent (B, C, H, W) -> (H, W, 3) picture in [0, 1] of its first item: through the VAE, through
-    the latent format's linear RGB factors (exact in pixel space), or the first channels as colours."""
-    def picture(t):
-        t = t[:1].float().cpu()
-        if vae is not None:
-            return vae.decode(t / scale)[0].float().cpu().clamp(0, 1).numpy()
-        factors = getattr(latent_format, "latent_rgb_factors", None)
-        if factors is None:
-            return _channels_picture(t)
-        bias = latent_format.latent_rgb_factors_bias or [0.0, 0.0, 0.0]
-        rgb = t[0].movedim(0, -1) @ torch.tensor(factors) + torch.tensor(bias)
-        return ((rgb + 1) / 2).clamp(0, 1).numpy()
-    return picture
-
-
-def noisy_picture(picture, view):
-    """A noisy sample x at level sigma drawn as the chosen view (see NOISY_VIEWS)."""
-    def show(x, sigma):
-        return picture(x / (sigma**2 + 1) ** 0.5 if view == NOISY_VIEWS[1] else x)
-    return show
+    def execute(cls, unet, sampler, sigmas, latent, seed, cfg, positive=None, negative=None) -> io.NodeOutput:
+        sampled, _ = run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive, negative)
+        return io.NodeOutput(to_latent(sampled.samples, latent), to_latent(sampled.denoised, latent))
 
 
 class DenoisingTrajectory(io.ComfyNode):
@@ -188,19 +102,17 @@ class DenoisingTrajectory(io.ComfyNode):
 
     @classmethod
     def execute(cls, unet, sampler, sigmas, latent, seed, cfg, steps_shown, noisy_view, cell_size,
-                positive=None, negative=None, vae=None):
-        from .native_model import latent_format_for
-
-        out, denoised, trajectory, denoiser = run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive, negative,
-                                                           record=True)
-        picture = picture_maker(latent_format_for(denoiser), vae, denoiser.spec.latent_scale)
-        shown = [trajectory.steps[k] for k in evenly_spaced(len(trajectory.steps), steps_shown)]
-        noisy = noisy_picture(picture, noisy_view)
+                positive=None, negative=None, vae=None) -> io.NodeOutput:
+        sampled, denoiser = run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive, negative, record=True)
+        picture = latent_picture_for(denoiser, vae)
+        steps = sampled.trajectory.steps
+        shown = [steps[k] for k in evenly_spaced(len(steps), steps_shown)]
+        noisy = noisy_picture(picture, unit_variance=noisy_view == NOISY_VIEWS[1])
         pictures = [noisy(s["x"], s["sigma"]) for s in shown] + [picture(s["denoised"]) for s in shown]
         captions = [f"step {s['i'] + 1}, sigma {s['sigma']:.3g}" for s in shown]
         captions += ["predicted clean"] * len(shown)  # the step is named above, in the same column
         grid = image_grid(pictures, captions, columns=len(shown), cell_size=cell_size)
-        return io.NodeOutput(to_image_tensor(grid), out, denoised)
+        return io.NodeOutput(to_image_tensor(grid), to_latent(sampled.samples, latent), to_latent(sampled.denoised, latent))
 
 
 class AddNoise(io.ComfyNode):
@@ -230,23 +142,22 @@ class AddNoise(io.ComfyNode):
             outputs=[io.Image.Output(display_name="grid", tooltip="The noisy pictures, sigma under each.")])
 
     @classmethod
-    def execute(cls, sigmas, seed, noisy_view, cell_size, image=None, latent=None, unet=None, vae=None):
-        from .latent_nodes import image_to_pixels
-        from .native_model import PixelSpace, latent_format_for
-
+    def execute(cls, sigmas, seed, noisy_view, cell_size, image=None, latent=None, unet=None, vae=None) -> io.NodeOutput:
         if sigmas is None or sigmas.numel() == 0:
             raise ValueError("sigmas: empty; connect a schedule")
         if image is not None:
-            x0, latent_format, scale = image_to_pixels(image[:1]), PixelSpace(), 1.0
+            x0, picture = image_to_pixels(image[:1]), latent_picture()
         elif latent is not None:
-            scale = unet.model.spec.latent_scale if unet is not None else 1.0
-            x0 = latent["samples"][:1].float() * scale
-            latent_format = (latent_format_for(unet.model) if unet is not None
-                             else PixelSpace() if x0.shape[1] == 3 else None)
+            denoiser = unet.model if unet is not None else None
+            x0 = latent["samples"][:1].float()
+            if denoiser is not None:
+                x0, picture = denoiser.family.latent.to_network(x0), latent_picture_for(denoiser, vae)
+            else:
+                picture = latent_picture(vae_decoder(vae))
         else:
             raise ValueError("image: connect an image or a latent to add noise to")
         noise = start_noise(x0.shape, seed)
-        show = noisy_picture(picture_maker(latent_format, None if image is not None else vae, scale), noisy_view)
+        show = noisy_picture(picture, unit_variance=noisy_view == NOISY_VIEWS[1])
         levels = [float(s) for s in sigmas.reshape(-1)]
         pictures = [show(noisy_start(x0, noise, s), s) for s in levels]
         grid = image_grid(pictures, [f"sigma {s:.3g}" for s in levels], cell_size=cell_size)

@@ -2,6 +2,7 @@
 import math
 from dataclasses import dataclass
 
+import comfy.samplers
 from comfy_api.latest import io
 
 from ..samplers import SAMPLER_SPECS, SAMPLERS, sampler_options
@@ -117,8 +118,6 @@ def options_for(name, widgets):
 
 def make_sampler(name, **options):
     """A native ComfyUI SAMPLER that runs one of our samplers."""
-    import comfy.samplers
-
     return comfy.samplers.KSAMPLER(SAMPLERS[name], extra_options=options)
 
 
@@ -136,7 +135,7 @@ def make_sampler_node(family):
                                                         tooltip="Connect to SamplerCustom / SamplerCustomAdvanced or our Sample node.")])
 
         @classmethod
-        def execute(cls, sampler=None, **widgets):
+        def execute(cls, sampler=None, **widgets) -> io.NodeOutput:
             name = sampler or family.names[0]
             if name not in family.names:
                 raise ValueError(f"sampler: {name!r} is not one of {', '.join(family.names)}")

@@ -126,7 +126,7 @@ def make_schedule_node(family):
                                                        tooltip="Noise levels, highest first, ending in 0.")])
 
         @classmethod
-        def execute(cls, steps, denoise, schedule=None, model=None, sigma_min=None, sigma_max=None, **options):
+        def execute(cls, steps, denoise, schedule=None, model=None, sigma_min=None, sigma_max=None, **options) -> io.NodeOutput:
             name = schedule or family.names[0]
             if name not in family.names:
                 raise ValueError(f"schedule: {name!r} is not one of {', '.join(family.names)}")

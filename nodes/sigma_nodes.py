@@ -27,7 +27,7 @@ class SplitSigmasAtStep(io.ComfyNode):
                      _sigmas_out("low", "Levels step..end (the clean finish).")])
 
     @classmethod
-    def execute(cls, sigmas, step):
+    def execute(cls, sigmas, step) -> io.NodeOutput:
         return io.NodeOutput(*arithmetic.split_at_step(sigmas, step))
 
 
@@ -42,7 +42,7 @@ class SplitSigmasAtDenoise(io.ComfyNode):
             outputs=[_sigmas_out("high", "The first, noisier steps."), _sigmas_out("low", "The last `denoise` fraction of the steps.")])
 
     @classmethod
-    def execute(cls, sigmas, denoise):
+    def execute(cls, sigmas, denoise) -> io.NodeOutput:
         return io.NodeOutput(*arithmetic.split_at_denoise(sigmas, denoise))
 
 
@@ -56,7 +56,7 @@ class ConcatSigmas(io.ComfyNode):
             outputs=[_sigmas_out()])
 
     @classmethod
-    def execute(cls, first, second):
+    def execute(cls, first, second) -> io.NodeOutput:
         return io.NodeOutput(arithmetic.concat(first, second))
 
 
@@ -70,7 +70,7 @@ class FlipSigmas(io.ComfyNode):
             inputs=[_sigmas_in()], outputs=[_sigmas_out(tooltip="Noise levels, lowest first.")])
 
     @classmethod
-    def execute(cls, sigmas):
+    def execute(cls, sigmas) -> io.NodeOutput:
         return io.NodeOutput(arithmetic.flip(sigmas))
 
 
@@ -85,7 +85,7 @@ class SetFirstSigma(io.ComfyNode):
             outputs=[_sigmas_out()])
 
     @classmethod
-    def execute(cls, sigmas, sigma):
+    def execute(cls, sigmas, sigma) -> io.NodeOutput:
         return io.NodeOutput(arithmetic.set_first(sigmas, sigma))
 
 
@@ -100,7 +100,7 @@ class MultiplySigmas(io.ComfyNode):
             outputs=[_sigmas_out()])
 
     @classmethod
-    def execute(cls, sigmas, factor):
+    def execute(cls, sigmas, factor) -> io.NodeOutput:
         return io.NodeOutput(arithmetic.multiply(sigmas, factor))
 
 
@@ -115,7 +115,7 @@ class ResampleSigmas(io.ComfyNode):
             outputs=[_sigmas_out()])
 
     @classmethod
-    def execute(cls, sigmas, steps):
+    def execute(cls, sigmas, steps) -> io.NodeOutput:
         return io.NodeOutput(arithmetic.resample(sigmas, steps))
 
 
@@ -131,7 +131,7 @@ class SigmasFromText(io.ComfyNode):
             outputs=[_sigmas_out()])
 
     @classmethod
-    def execute(cls, text):
+    def execute(cls, text) -> io.NodeOutput:
         return io.NodeOutput(arithmetic.parse_sigmas(text))
 
 
@@ -147,7 +147,7 @@ class InsertSigmas(io.ComfyNode):
             outputs=[_sigmas_out()])
 
     @classmethod
-    def execute(cls, sigmas, count):
+    def execute(cls, sigmas, count) -> io.NodeOutput:
         return io.NodeOutput(arithmetic.insert_intermediate(sigmas, count))
 
 

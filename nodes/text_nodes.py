@@ -2,18 +2,24 @@
 import logging
 from dataclasses import dataclass
 
+import comfy.model_management
+import comfy.model_patcher
+import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..networks.clip_tokenizer import default_tokenizer
+from ..networks.families import TEXT_CONDITIONINGS
 from ..networks.prompt_syntax import EmbeddingLibrary, tokenize_prompt
-from ..networks.text_encoder import FAMILIES
+from ..networks.text_encoder_loading import load_text_encoder
+from ..networks.weights import DTYPES
+from ..views.tokens import draw_tokens
 from .images import to_image_tensor
 from .model_files import PACK_FOLDER, model_file_options, resolve_model_file
 
 CATEGORY = "diffusion_blocks/text"
 TextEncoderType = io.Custom("DB_TEXT_ENCODER")
 FOLDERS = (PACK_FOLDER, "text_encoders", "checkpoints")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MAX_RESOLUTION = 16384
 LAYER_TOOLTIP = ("Which layer's output conditions the image ('clip skip'): 0 uses the model family's own (SD1: -1, "
                  "SD2 and SDXL: -2); -1 is the last layer, -2 the one before, and so on.")
@@ -30,23 +36,17 @@ class LoadedTextEncoder:
 
     def ready(self):
         """The encoder, on its device (loaded through ComfyUI's memory manager)."""
-        import comfy.model_management
-
         comfy.model_management.load_models_gpu([self.patcher])
         return self.encoder
 
 
 def embeddings():
     """ComfyUI's embeddings folders, where `embedding:name` looks."""
-    import folder_paths
-
     return EmbeddingLibrary(folder_paths.get_folder_paths("embeddings"))
 
 
 def conditioning(cond, pooled, **extra):
     """Native CONDITIONING: [[cond (1, T, D), {"pooled_output": (1, P), ...}]] on ComfyUI's intermediate device."""
-    import comfy.model_management
-
     device = comfy.model_management.intermediate_device()
     return [[cond.to(device), {"pooled_output": pooled.to(device), **extra}]]
 
@@ -74,8 +74,8 @@ class LoadTextEncoder(io.ComfyNode):
                                                                  "diffusion_blocks/: the pack's bundled model."),
                 io.Combo.Input("second_file", options=["none", *options], default="none",
                                tooltip="For SDXL from standalone files: the other tower (clip_l with clip_g). 'none' otherwise."),
-                io.Combo.Input("family", options=["auto", *FAMILIES], default="auto",
-                               tooltip="auto: detected from the weights. " + "; ".join(f"{k}: {f.description}" for k, f in FAMILIES.items())),
+                io.Combo.Input("family", options=["auto", *TEXT_CONDITIONINGS], default="auto",
+                               tooltip="auto: detected from the weights. " + "; ".join(f"{k}: {f.description}" for k, f in TEXT_CONDITIONINGS.items())),
                 io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
                                tooltip="Precision of the weights: auto is float32 on the CPU and ComfyUI's text encoder "
                                        "precision (usually float16) on a GPU."),
@@ -83,12 +83,8 @@ class LoadTextEncoder(io.ComfyNode):
             outputs=[TextEncoderType.Output(display_name="text_encoder", tooltip="The text encoder, for Encode Text.")])
 
     @classmethod
-    def execute(cls, file, second_file, family, dtype):
-        import comfy.model_management as mm
-        import comfy.model_patcher
-
-        from ..networks.text_encoder_loading import load_text_encoder
-
+    def execute(cls, file, second_file, family, dtype) -> io.NodeOutput:
+        mm = comfy.model_management
         paths = [resolve_model_file(file, FOLDERS, "file")]
         if second_file != "none":
             paths.append(resolve_model_file(second_file, FOLDERS, "second_file"))
@@ -115,7 +111,7 @@ class EncodeText(io.ComfyNode):
                                             "ComfyUI's KSampler and every node that takes CONDITIONING.")])
 
     @classmethod
-    def execute(cls, text_encoder, text, stop_at_clip_layer):
+    def execute(cls, text_encoder, text, stop_at_clip_layer) -> io.NodeOutput:
         cond, pooled = encode(text_encoder, text, stop_at_clip_layer)
         return io.NodeOutput(conditioning(cond, pooled))
 
@@ -143,7 +139,7 @@ class EncodeTextSDXL(io.ComfyNode):
             outputs=[io.Conditioning.Output(display_name="conditioning", tooltip="Native SDXL CONDITIONING.")])
 
     @classmethod
-    def execute(cls, text_encoder, text, width, height, crop_w, crop_h, target_width, target_height, stop_at_clip_layer):
+    def execute(cls, text_encoder, text, width, height, crop_w, crop_h, target_width, target_height, stop_at_clip_layer) -> io.NodeOutput:
         family = text_encoder.encoder.family.name
         if family not in ("sdxl", "sdxl_refiner"):
             raise ValueError(f"text_encoder: {text_encoder.name} is a {family} text encoder; this node needs SDXL's")
@@ -168,12 +164,10 @@ class ShowTokens(io.ComfyNode):
             outputs=[io.Image.Output(display_name="tokens", tooltip="The tokens as an image.")])
 
     @classmethod
-    def execute(cls, text, width, text_encoder=None):
-        from ..networks.clip_tokenizer import default_tokenizer
-        from ..views.tokens import draw_tokens
+    def execute(cls, text, width, text_encoder=None) -> io.NodeOutput:
 
         encoder = text_encoder.encoder if text_encoder is not None else None
-        use = (encoder.family if encoder is not None else FAMILIES["sd1"]).towers[0]
+        use = (encoder.family if encoder is not None else TEXT_CONDITIONINGS["sd1"]).towers[0]
         tokenizer = encoder.tokenizer if encoder is not None else default_tokenizer()
         tower_width = encoder.towers[use.name].config.width if encoder is not None else 768
         prompt = tokenize_prompt(text, tokenizer, use.pad, embeddings(), use.embedding_key, tower_width)

@@ -117,8 +117,3 @@ def ring(x, y, r):
 
 
 SDFS = (circle, square, triangle, star, ring)  # in the order of scenes.SHAPES
-
-
-def to_uint8(images):
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounded."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)

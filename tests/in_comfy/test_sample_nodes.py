@@ -5,7 +5,7 @@ import torch
 
 from harness.nodes import run_node
 
-from diffusion_blocks.networks.prediction import TrainingSpec
+from diffusion_blocks.networks.prediction import Cond, TrainingSpec
 from diffusion_blocks.networks.unet import UNet, UNetConfig
 from diffusion_blocks.networks.unet_loading import save_unet
 from diffusion_blocks.samplers import SAMPLERS
@@ -108,14 +108,37 @@ def test_sample_equals_the_sampler_run_by_hand_on_the_denoiser(nodes, unet_files
     assert torch.equal(denoised["samples"], steps[-1]["denoised"]) and len(steps) == len(sigmas) - 1
 
 
-def test_start_noise_is_comfyuis_seeded_cpu_noise(comfy):
+def test_start_noise_of_one_item_is_comfyuis_seeded_cpu_noise_and_item_k_is_seed_plus_k(comfy):
     import comfy.sample
 
-    from diffusion_blocks.samplers.run import start_noise
+    from diffusion_blocks.pipeline import start_noise
 
-    latent = torch.zeros(2, 3, 5, 6)
-    assert torch.equal(start_noise(latent.shape, 123), comfy.sample.prepare_noise(latent, 123))
-    assert torch.equal(start_noise(latent.shape, 123), torch.randn(2, 3, 5, 6, generator=torch.Generator().manual_seed(123)))
+    one = torch.zeros(1, 3, 5, 6)
+    assert torch.equal(start_noise(one.shape, 123), comfy.sample.prepare_noise(one, 123))
+    assert torch.equal(start_noise(one.shape, 123), torch.randn(1, 3, 5, 6, generator=torch.Generator().manual_seed(123)))
+    batch = start_noise((3, 3, 5, 6), 123)
+    for k in range(3):
+        assert torch.equal(batch[k:k + 1], comfy.sample.prepare_noise(one, 123 + k))
+
+
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "ddpm"])
+def test_sample_of_a_batch_equals_the_single_images_of_seed_plus_k(nodes, unet_files, name):
+    unet, sigmas = load(nodes), karras(14.6)
+    batch, _ = sample(nodes, unet, our_sampler(name), sigmas, latent={"samples": torch.zeros(3, 3, SIZE, SIZE)})
+    for k in range(3):
+        single, _ = sample(nodes, unet, our_sampler(name), sigmas, seed=SEED + k)
+        torch.testing.assert_close(batch["samples"][k:k + 1], single["samples"], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(batch["samples"][0], batch["samples"][1], atol=1e-2)
+
+
+def test_sample_node_equals_the_in_process_pipeline(nodes, unet_files):
+    from diffusion_blocks.pipeline import generate
+
+    unet, sigmas = load(nodes, "tiny_pixels_v"), karras(14.6)
+    node, _ = sample(nodes, unet, our_sampler("euler_ancestral"), sigmas, latent={"samples": torch.zeros(2, 3, SIZE, SIZE)})
+    direct = generate(unet.model, SAMPLERS["euler_ancestral"], sigmas, torch.zeros(2, 3, SIZE, SIZE), [SEED, SEED + 1],
+                      cond=Cond(text(1)[0][0]), uncond=Cond(text(2)[0][0]), cfg=CFG)
+    torch.testing.assert_close(node["samples"], direct.samples, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["euler", "euler_ancestral", "dpmpp_2m", "heun"])
@@ -187,7 +210,7 @@ def test_image_to_image_adds_noise_of_the_first_sigma(nodes, unet_files):
     image = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4)) * 2 - 1
     sigma_k = 2.5
     latent, _ = sample(nodes, load(nodes), start, torch.tensor([sigma_k, 1.0, 0.0]), latent={"samples": image})
-    noise = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(SEED))
+    noise = torch.cat([torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(SEED + k)) for k in (0, 1)])
     torch.testing.assert_close(latent["samples"], image + sigma_k * noise)
 
 
@@ -292,7 +315,7 @@ def test_comfyuis_model_patches_apply_to_the_native_model(nodes, unet_files):
     import comfy.samplers
     from comfy_extras.nodes_model_advanced import RescaleCFG
 
-    from diffusion_blocks.samplers.run import noisy_start, start_noise
+    from diffusion_blocks.pipeline import noisy_start, start_noise
 
     unet = load(nodes, "tiny_pixels_v")
     model, = run_node(nodes["DB_NoisePredictorAsModel"], unet=unet)

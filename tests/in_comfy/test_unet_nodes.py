@@ -7,8 +7,6 @@ from harness.nodes import run_node
 
 from diffusion_blocks.networks.prediction import Cond, Denoiser
 from diffusion_blocks.networks.unet import UNet, UNetConfig
-from diffusion_blocks.networks.sdxl_conditioning import sdxl_vector
-from diffusion_blocks.networks.unet.conditioning import refiner_vector
 from diffusion_blocks.networks.unet_loading import METADATA_CONFIG, save_unet
 
 SMALL = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1), transformer_depth=(0, 1),
@@ -112,23 +110,36 @@ def test_predict_noise_rejects_a_latent_of_the_wrong_kind(nodes, model_folders):
         run_node(nodes["DB_PredictNoise"], unet=patcher, latent={"samples": torch.zeros(1, 16, 8, 8)}, sigma=1.0, seed=0)
 
 
-def test_sdxl_conditioning_becomes_text_and_vector(comfy):
-    from diffusion_blocks.nodes.unet_nodes import cond_from_conditioning, empty_cond
+def comfy_vector(model_class, **kwargs):
+    """ComfyUI's own SDXL / refiner vector y (model_base.<class>.encode_adm), the independent reference."""
+    from types import SimpleNamespace
 
-    config = UNetConfig(**{**SMALL.to_dict(), "adm_in_channels": 2816})
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep
+
+    return model_class.encode_adm(SimpleNamespace(embedder=Timestep(256), noise_augmentor=None), **kwargs)
+
+
+def test_sdxl_conditioning_becomes_text_and_vector_as_comfyui_builds_it(comfy):
+    import comfy.model_base
+
+    from diffusion_blocks.networks.families import FAMILIES
+    from diffusion_blocks.pipeline import condition, empty_condition
+
+    sdxl, refiner = FAMILIES["sdxl"], FAMILIES["sdxl_refiner"]
     context, pooled = torch.randn(1, 77, 16), torch.randn(1, 1280)
-    cond = cond_from_conditioning([[context, {"pooled_output": pooled}]], config, (1024, 768))  # the image's size
+    cond = condition(sdxl, context, pooled, pixel_size=(1024, 768))  # the image's (height, width)
     assert isinstance(cond, Cond) and cond.context is context
-    assert torch.equal(cond.y, sdxl_vector(pooled, width=768, height=1024))
+    torch.testing.assert_close(cond.y, comfy_vector(comfy.model_base.SDXL, pooled_output=pooled, width=768, height=1024))
     sizes = dict(width=2048, height=1536, crop_w=8, crop_h=16, target_width=1024, target_height=768)
-    cond = cond_from_conditioning([[context, {"pooled_output": pooled, **sizes}]], config, (1024, 768))
-    assert torch.equal(cond.y, sdxl_vector(pooled, **sizes))
-    assert empty_cond(config, (512, 512)).y.shape == (1, 2816)
-    refiner = UNetConfig(**{**SMALL.to_dict(), "adm_in_channels": 2560})
-    negative = cond_from_conditioning([[context, {"pooled_output": pooled}]], refiner, (1024, 1024), negative=True)
-    assert torch.equal(negative.y, refiner_vector(pooled, 1024, 1024, aesthetic_score=2.5))
+    cond = condition(sdxl, context, pooled, pixel_size=(1024, 768), hints=sizes)
+    torch.testing.assert_close(cond.y, comfy_vector(comfy.model_base.SDXL, pooled_output=pooled, **sizes))
+    assert empty_condition(sdxl, 2048, pixel_size=(512, 512)).y.shape == (1, 2816)
+    for negative, prompt_type in ((False, "positive"), (True, "negative")):
+        got = condition(refiner, context, pooled, pixel_size=(1024, 1024), negative=negative)
+        torch.testing.assert_close(got.y, comfy_vector(comfy.model_base.SDXLRefiner, pooled_output=pooled, width=1024,
+                                                       height=1024, prompt_type=prompt_type))
     with pytest.raises(ValueError, match="needs the pooled text"):
-        cond_from_conditioning([[context, {}]], config, (1024, 1024))
+        condition(sdxl, context, None, pixel_size=(1024, 1024))
 
 
 def test_the_bundled_model_is_the_default_choice_of_both_loaders(nodes, comfy):

@@ -1,0 +1,145 @@
+"""ComfyUI's wires in and out of the core: the DB_UNET wire, native CONDITIONING, KSAMPLER, latent formats, previews.
+
+The DB_UNET wire carries a comfy ModelPatcher whose `.model` is our Denoiser (network + prediction type + training
+schedule, its family telling the latent format and the vector-condition recipe).
+"""
+import comfy.latent_formats
+import comfy.model_management
+import comfy.model_sampling
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import torch
+from comfy_api.latest import io
+
+from ..networks.prediction import Cond
+from ..pipeline import condition, empty_condition
+from ..views.latents import latent_picture
+from .k_model import KDiffusionModel
+
+UNET = io.Custom("DB_UNET")
+PREDICTION_CLASSES = {"eps": comfy.model_sampling.EPS, "v": comfy.model_sampling.V_PREDICTION,
+                      "x0": comfy.model_sampling.X0}
+
+
+class PixelSpace(comfy.latent_formats.LatentFormat):
+    """RGB pixels in [-1, 1] as the 'latent': 3 channels, scale 1; previews show the picture itself."""
+
+    latent_channels = 3
+    scale_factor = 1.0
+    latent_rgb_factors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    latent_rgb_factors_bias = [0.0, 0.0, 0.0]
+
+
+def ready(unet) -> tuple:
+    """Load the UNET wire's network onto ComfyUI's compute device: (denoiser, device)."""
+    comfy.model_management.load_models_gpu([unet])
+    return unet.model, unet.load_device
+
+
+def comfy_latent_format(family) -> comfy.latent_formats.LatentFormat:
+    """ComfyUI's LatentFormat for a family's latents: pixel space, ComfyUI's own class of that name, or a plain one."""
+    fmt = family.latent
+    if fmt.pixel_space:
+        return PixelSpace()
+    if fmt.comfy_name:
+        return getattr(comfy.latent_formats, fmt.comfy_name)()
+    latent_format = comfy.latent_formats.LatentFormat()
+    latent_format.latent_channels, latent_format.scale_factor = fmt.channels, fmt.scale
+    return latent_format
+
+
+def model_sampling_for(denoiser) -> comfy.model_sampling.ModelSamplingDiscrete:
+    """ComfyUI's discrete model sampling for a Denoiser: exactly its noise table, and its sigma -> timestep map
+    (continuous, or rounded to training steps when the Denoiser quantizes), so both routes feed the same t."""
+    schedule, quantize = denoiser.schedule, denoiser.quantize
+
+    class ModelSampling(comfy.model_sampling.ModelSamplingDiscrete, PREDICTION_CLASSES[denoiser.spec.prediction]):
+        def timestep(self, sigma):
+            t = schedule.timestep(sigma.float())
+            return t.round() if quantize else t
+
+    sampling = ModelSampling()
+    sampling.set_sigmas(schedule.sigmas)
+    sampling.zsnr = denoiser.spec.zero_snr
+    return sampling
+
+
+def text_condition(conditioning, denoiser, pixel_size: tuple[int, int], negative: bool = False) -> Cond:
+    """Our Cond from native CONDITIONING (its first entry: text embedding, pooled_output and the sizes ComfyUI's SDXL
+    text nodes set), or the empty condition when nothing is connected."""
+    family, config = denoiser.family, denoiser.network.config
+    if conditioning is None:
+        return empty_condition(family, config.context_dim, pixel_size=pixel_size)
+    if not conditioning:
+        raise ValueError("conditioning: empty; connect a text encoder's output")
+    context, extras = conditioning[0][0], dict(conditioning[0][1])
+    return condition(family, context, extras.pop("pooled_output", None), pixel_size=pixel_size, hints=extras,
+                     negative=negative)
+
+
+def pixel_size(denoiser, latent: torch.Tensor) -> tuple[int, int]:
+    """The image size (height, width) in pixels that a latent of this family stands for."""
+    step = denoiser.family.latent.pixels_per_latent
+    return latent.shape[-2] * step, latent.shape[-1] * step
+
+
+def checked_sampler(sampler) -> tuple:
+    """(function, options) of a SAMPLER wire: the pack's samplers and ComfyUI's k-diffusion ones."""
+    if not isinstance(sampler, comfy.samplers.KSAMPLER):
+        raise ValueError(f"sampler: needs a k-diffusion sampler (ComfyUI's KSAMPLER), got {type(sampler).__name__}")
+    return sampler.sampler_function, dict(sampler.extra_options)
+
+
+def checked_latent(latent: dict, denoiser) -> torch.Tensor:
+    """The samples of a LATENT wire that fits the network; clear errors for any other."""
+    samples = latent["samples"]
+    channels = denoiser.network.config.in_channels
+    if samples.ndim != 4 or samples.shape[1] != channels:
+        raise ValueError(f"latent: shape {tuple(samples.shape)} does not fit a U-Net of {channels} input channels "
+                         f"(make it with Empty Latent from this U-Net, or encode an image for this model)")
+    if "noise_mask" in latent:
+        raise ValueError("latent: carries an inpainting mask (noise_mask), which Sample does not use; connect Noise "
+                         "Predictor as MODEL to ComfyUI's KSampler for inpainting")
+    return samples
+
+
+def as_k_model(denoiser):
+    """A wrapper that shows a guided model to ComfyUI's samplers as they expect their model."""
+    sampling = model_sampling_for(denoiser)
+    return lambda guided: KDiffusionModel(guided, sampling)
+
+
+def progress_with_previews(denoiser, device, steps: int):
+    """A sampler callback driving ComfyUI's progress bar (and so its Stop button) with previews of the denoised."""
+    progress = comfy.utils.ProgressBar(steps)
+    fmt = comfy_latent_format(denoiser.family)
+    if denoiser.family.latent.pixel_space:
+        previewer = latent_preview.Latent2RGBPreviewer(fmt.latent_rgb_factors, fmt.latent_rgb_factors_bias)
+    else:
+        previewer = latent_preview.get_previewer(device, fmt)
+
+    def report(info):
+        preview = previewer.decode_latent_to_preview_image("JPEG", info["denoised"]) if previewer else None
+        progress.update_absolute(info["i"] + 1, steps, preview)
+    return report
+
+
+def to_latent(samples: torch.Tensor, latent: dict) -> dict:
+    """A LATENT wire like `latent` (its other entries kept) carrying `samples` on ComfyUI's intermediate device."""
+    return {**latent, "samples": samples.float().to(comfy.model_management.intermediate_device())}
+
+
+def vae_decoder(vae, denoiser=None):
+    """Network units -> image through a native VAE (None without one)."""
+    if vae is None:
+        return None
+    fmt = denoiser.family.latent if denoiser is not None else None
+    return lambda t: vae.decode(fmt.from_network(t) if fmt is not None else t)
+
+
+def latent_picture_for(denoiser, vae=None):
+    """Network-space latent -> picture: through the VAE, else the family's linear RGB preview, else its channels."""
+    fmt = comfy_latent_format(denoiser.family)
+    return latent_picture(vae_decoder(vae, denoiser), getattr(fmt, "latent_rgb_factors", None),
+                          getattr(fmt, "latent_rgb_factors_bias", None))
