@@ -14,7 +14,7 @@ FLOW_TABLE_SIZE = 1000  # entries in a flow model's noise table, one per trainin
 class ModelSchedule:
     """A discrete VP model (DDPM, SD): sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), t = 0..T-1 (Karras 2022)."""
 
-    def __init__(self, sigmas):
+    def __init__(self, sigmas: torch.Tensor):
         """The schedule of an ascending sigma table, e.g. one taken from another library's model (see from_betas)."""
         sigmas = torch.as_tensor(sigmas).detach().to(device="cpu", dtype=torch.float32)
         if sigmas.ndim != 1 or sigmas.numel() < 2:
@@ -29,7 +29,7 @@ class ModelSchedule:
         self.log_sigmas = sigmas.double().log()
 
     @classmethod
-    def from_betas(cls, betas):
+    def from_betas(cls, betas: torch.Tensor) -> "ModelSchedule":
         """The table implied by training betas; a zero terminal alpha_bar is replaced by ZERO_SNR_ALPHA_CUMPROD."""
         alphas_cumprod = torch.cumprod(1 - check_betas(betas), dim=0)
         if alphas_cumprod[-1] == 0:
@@ -37,14 +37,14 @@ class ModelSchedule:
         return cls(((1 - alphas_cumprod) / alphas_cumprod).sqrt())
 
     @property
-    def sigma_min(self):
+    def sigma_min(self) -> float:
         return float(self.sigmas[0])
 
     @property
-    def sigma_max(self):
+    def sigma_max(self) -> float:
         return float(self.sigmas[-1])
 
-    def sigma(self, timestep):
+    def sigma(self, timestep: float | torch.Tensor) -> float | torch.Tensor:
         """Noise level at a (fractional) timestep: linear interpolation of log sigma, t clamped to [0, T-1]."""
         t, like = _as_float64(timestep)
         t = t.clamp(0, len(self.sigmas) - 1)
@@ -53,7 +53,7 @@ class ModelSchedule:
         log_sigma = (1 - w) * self.log_sigmas[low] + w * self.log_sigmas[low + 1]
         return _like(log_sigma.exp(), like)
 
-    def timestep(self, sigma):
+    def timestep(self, sigma: float | torch.Tensor) -> float | torch.Tensor:
         """The continuous timestep of a noise level, inverse of sigma(t); sigma is clamped to the table's range."""
         s, like = _as_float64(sigma)
         log_sigma = s.log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
@@ -71,27 +71,27 @@ class FlowSchedule:
     so timestep and sigma are inverses only when shift == 1 (ComfyUI's ModelSamplingDiscreteFlow agrees).
     """
 
-    def __init__(self, shift=3.0, multiplier=1000):
+    def __init__(self, shift: float = 3.0, multiplier: float = 1000):
         self.shift = check_positive(shift, "shift")
         self.multiplier = check_positive(multiplier, "multiplier")
         times = torch.arange(1, FLOW_TABLE_SIZE + 1, dtype=torch.float64) / FLOW_TABLE_SIZE * self.multiplier
         self.sigmas = self.sigma(times).float()
 
     @property
-    def sigma_min(self):
+    def sigma_min(self) -> float:
         return float(self.sigmas[0])
 
     @property
-    def sigma_max(self):
+    def sigma_max(self) -> float:
         return float(self.sigmas[-1])
 
-    def sigma(self, timestep):
+    def sigma(self, timestep: float | torch.Tensor) -> float | torch.Tensor:
         """Shifted noise level at training time t (u = t / multiplier clamped to [0, 1])."""
         t, like = _as_float64(timestep)
         u = (t / self.multiplier).clamp(0, 1)
         return _like(self.shift * u / (1 + (self.shift - 1) * u), like)
 
-    def timestep(self, sigma):
+    def timestep(self, sigma: float | torch.Tensor) -> float | torch.Tensor:
         """The network's time input for a noise level: sigma * multiplier."""
         s, like = _as_float64(sigma)
         return _like(s * self.multiplier, like)

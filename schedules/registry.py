@@ -109,7 +109,8 @@ SCHEDULES = {
 }
 
 
-def get_sigmas(name, steps, model=None, sigma_min=None, sigma_max=None, denoise=1.0, **params):
+def get_sigmas(name: str, steps: int, model=None, sigma_min: float | None = None, sigma_max: float | None = None,
+               denoise: float = 1.0, **params) -> torch.Tensor:
     """The named schedule as a descending 1-D float32 CPU tensor, usually ending in 0.
 
     Range schedules take sigma_min/sigma_max from the arguments, else from `model`; table schedules need `model`

@@ -11,7 +11,8 @@ COSINE_OFFSET = 0.008  # s in Nichol & Dhariwal 2021, eq. 17: keeps beta_1 from 
 COSINE_MAX_BETA = 0.999  # their clipping, which keeps the last steps from being singular
 
 
-def training_betas(name, timesteps=1000, beta_start=0.00085, beta_end=0.012):
+def training_betas(name: str, timesteps: int = 1000, beta_start: float = 0.00085,
+                   beta_end: float = 0.012) -> torch.Tensor:
     """The betas of a named training schedule as a float64 1-D tensor (beta_start/beta_end unused by cosine)."""
     check_choice(name, BETA_SCHEDULES, "beta schedule")
     timesteps = check_steps(timesteps, "timesteps")
@@ -35,7 +36,7 @@ def cosine_betas(timesteps):
     return (1 - alphas_cumprod[1:] / alphas_cumprod[:-1]).clamp(max=COSINE_MAX_BETA)
 
 
-def rescale_zero_terminal_snr(betas):
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     """Lin et al. 2024, Algorithm 1: shift and scale sqrt(alpha_bar) so the last step is pure noise, the first kept."""
     betas = check_betas(betas)
     sqrt_alphas_cumprod = torch.cumprod(1 - betas, dim=0).sqrt()
