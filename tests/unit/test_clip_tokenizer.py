@@ -1,13 +1,20 @@
-"""The CLIP tokenizer against Hugging Face's CLIPTokenizer (built from ComfyUI's copy of the same vocabulary)."""
+"""The CLIP tokenizer against Hugging Face's CLIPTokenizer (built from ComfyUI's copy of the same vocabulary).
+
+transformers' CLIPTokenizer runs on the same `tokenizers` engine as ours, so it checks our set-up of it (clean-up,
+word split, vocabulary from the merge table, special tokens); a textbook BPE written here from Sennrich et al.
+2016 checks the merges themselves, independently of that engine.
+"""
 import gzip
 import json
 import random
+import re
 import time
 import unicodedata
 
 import pytest
 
-from diffusion_blocks.networks.clip_tokenizer import DEFAULT_MERGES, ClipTokenizer, clean_text, default_tokenizer
+from diffusion_blocks.networks.clip_tokenizer import (DEFAULT_MERGES, ClipTokenizer, byte_alphabet, clean_text, default_tokenizer,
+                                                       read_merges)
 from diffusion_blocks.devtools.paths import comfyui_path
 
 CORPUS_SIZE = 6000
@@ -21,18 +28,19 @@ PHRASES = ["it's", "they'll", "we've", "I'M", "you'd", "DON'T", "o'clock", "rock
            "<|startoftext|>", "<|ENDOFTEXT|>", "< |endoftext| >", "<|endoftext|", "!<|EndOfText|>!!", "<|STARTOFTEXT|>\x1f", "\\(escaped\\)", "(weight:1.3)",
            "[[brackets]]", "{curly|alt}", "C:\\path\\file.png", "https://example.com/a?b=c&d=e#f", "e-mail@domain.org",
            "#hashtag", "@mention", "$12.50", "€3,99", "50%", "1,000,000", "3.14159", "-2.5e-3", "2024-05-17", "12:30:45",
-           "v1.5.2", "0x1F600", "×÷±∞≠≈", "—–…«»¿¡“”‘’", "©®™°§¶†‡", "★☆♥♦♣♠", "\u0000\u0007\u001b"]
-
-
-def combining_marks_known_to_unicode_3_2(code):
-    """Keep combining marks old enough that both tokenizers' Unicode tables agree on their reordering under NFC."""
-    char = chr(code)
-    return unicodedata.combining(char) == 0 or unicodedata.ucd_3_2_0.category(char) != "Cn"
+           "v1.5.2", "0x1F600", "×÷±∞≠≈", "—–…«»¿¡“”‘’", "©®™°§¶†‡", "★☆♥♦♣♠", "\u0000\u0007\u001b",
+           # newer than Python 3.11's Unicode 14 tables (U+1C89 is an upper-case letter since Unicode 16)
+           "\u1c89\u1c8a x\u1c89y", "\u0c15\u0c3c\u0c4d", "\ua7cb\ua7dc", "\U000105c0\U0001e5d0", "\U00031350\U0002ebf0"]
 
 
 def assigned_characters():
-    return [c for c in range(0x30000) if unicodedata.category(chr(c)) not in ("Cn", "Cs", "Co")
-            and combining_marks_known_to_unicode_3_2(c)]
+    return [c for c in range(0x30000) if unicodedata.category(chr(c)) not in ("Cn", "Cs", "Co")]
+
+
+def any_character(rng):
+    """Any code point but a surrogate: unassigned ones, private use and those newer than Python's tables included."""
+    code = rng.randrange(0x110000 - 0x800)
+    return chr(code + 0x800 if code >= 0xD800 else code)
 
 
 def generated_corpus(size=CORPUS_SIZE, seed=20240517):
@@ -51,7 +59,7 @@ def generated_corpus(size=CORPUS_SIZE, seed=20240517):
                            f"{rng.uniform(0, 1):.3e}", f"{rng.randint(1, 9999):,}", f"{rng.randint(0, 255):02x}"])
 
     def random_text(n):
-        return "".join(chr(rng.choice(characters)) for _ in range(n))
+        return "".join(chr(rng.choice(characters)) if rng.random() < 0.7 else any_character(rng) for _ in range(n))
 
     def piece():
         kind = rng.random()
@@ -90,6 +98,8 @@ def reference():
 def test_ids_equal_hugging_face_on_a_generated_corpus(reference):
     corpus = generated_corpus()
     assert len(corpus) >= 5000
+    unknown_to_python = sum(any(unicodedata.category(c) == "Cn" for c in text) for text in corpus)
+    assert unknown_to_python > 300  # random Unicode, including characters newer than Python's tables
     tokenizer = default_tokenizer()
     started = time.monotonic()
     ours = [tokenizer(text) for text in corpus]
@@ -99,6 +109,46 @@ def test_ids_equal_hugging_face_on_a_generated_corpus(reference):
     assert not differing, f"{len(differing)} of {len(corpus)} differ, first: {differing[0]!r}"
     characters = sum(map(len, corpus))
     print(f"\n{len(corpus)} prompts, {characters} characters, {sum(map(len, ours))} tokens: identical; ours {elapsed:.2f} s")
+
+
+# CLIP's word split and GPT-2's byte-level split, for ASCII text without special tokens (white space spelled out:
+# Python's \s would also take \x1c-\x1f).
+ASCII_WORDS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\t\n\v\f\r a-z0-9]+")
+GPT2_WORDS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?[a-z]+| ?[0-9]+| ?[^\t\n\v\f\r a-z0-9]+")
+
+
+def textbook_bpe(word, ranks):
+    """Sennrich et al. 2016: merge every occurrence of the lowest-ranked adjacent pair until none has a rank."""
+    symbols = [*word[:-1], word[-1] + "</w>"]
+    while len(symbols) > 1:
+        pairs = set(zip(symbols, symbols[1:]))
+        best = min(pairs, key=lambda pair: ranks.get(pair, float("inf")))
+        if best not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return symbols
+
+
+def test_ids_equal_a_textbook_bpe_on_ascii_prompts():
+    tokenizer = default_tokenizer()
+    ranks = {pair: rank for rank, pair in enumerate(read_merges())}
+    byte_map = byte_alphabet()
+    prompts = [text for text in generated_corpus(size=1500, seed=7) if text.isascii() and "<|" not in text][:400]
+    assert len(prompts) > 200
+    for text in prompts:
+        clean = re.sub(r"[\t\n\v\f\r ]+", " ", text).lower()
+        words = [piece for word in ASCII_WORDS.findall(clean) for piece in GPT2_WORDS.findall(word)]
+        words = ["".join(byte_map[b] for b in word.encode()) for word in words]  # GPT-2's printable stand-ins
+        expected = [tokenizer.vocab[symbol] for word in words for symbol in textbook_bpe(word, ranks)]
+        assert tokenizer.encode(text) == expected, text
 
 
 def test_vocabulary_derived_from_merges_equals_the_vocab_file():
