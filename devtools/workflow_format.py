@@ -17,9 +17,10 @@ def widget_names(node_info):
     return names
 
 
-def has_seed_control(spec):
-    """The canvas adds a 'control after generate' value right after seed widgets."""
-    return spec[0] == "INT" and len(spec) > 1 and bool(spec[1].get("control_after_generate"))
+def has_seed_control(spec, name):
+    """The canvas adds a 'control after generate' value right after seed widgets (flagged, or named seed/noise_seed)."""
+    options = spec[1] if len(spec) > 1 else {}
+    return spec[0] == "INT" and bool(options.get("control_after_generate", name in ("seed", "noise_seed")))
 
 
 def api_to_ui(api, object_info):
@@ -43,15 +44,17 @@ def api_to_ui(api, object_info):
         for group in ("required", "optional"):
             for name in info["input_order"].get(group, []):
                 value = node["inputs"].get(name)
+                is_widget = name in widget_names(info)
                 if isinstance(value, list):
                     link_id = len(links) + 1
                     origin, slot = value
                     links.append([link_id, ids[origin], slot, ids[key], len(inputs), info["input"][group][name][0]])
-                    inputs.append({"name": name, "type": info["input"][group][name][0], "link": link_id})
-                elif name in widget_names(info):
+                    inputs.append({"name": name, "type": info["input"][group][name][0], "link": link_id,
+                                   **({"widget": {"name": name}} if is_widget else {})})
+                if is_widget:  # a widget fed by a link keeps a value too, as the canvas saves it
                     spec = info["input"][group][name]
-                    widgets.append(value if value is not None else spec[1].get("default"))
-                    if has_seed_control(spec):
+                    widgets.append(value if value is not None and not isinstance(value, list) else spec[1].get("default"))
+                    if has_seed_control(spec, name):
                         widgets.append("fixed")
         outputs = [{"name": info["output_name"][i], "type": kind, "links": []} for i, kind in enumerate(info["output"])]
         nodes.append({"id": ids[key], "type": node["class_type"], "pos": [40 + 380 * column, 40 + 260 * row],
@@ -77,9 +80,9 @@ def ui_to_api(ui, object_info):
         inputs = {i["name"]: list(link_origin[i["link"]]) for i in node.get("inputs", []) if i.get("link") is not None}
         values = iter(node.get("widgets_values", []))
         for name in widget_names(info):
-            inputs[name] = next(values)
+            inputs.setdefault(name, next(values))  # a widget fed by a link keeps the link
             spec = info["input"]["required"].get(name) or info["input"].get("optional", {})[name]
-            if has_seed_control(spec):
+            if has_seed_control(spec, name):
                 next(values)  # 'fixed', 'randomize', ...
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return api

@@ -33,6 +33,8 @@ def test_ui_workflow_is_the_api_twin(comfy_server):
     object_info = comfy_server.get("/object_info")
     for ui_path in sorted(WORKFLOWS.glob("*.json")):
         twin = load_api(ui_path.stem)
+        if any(node["class_type"] not in object_info for node in twin.values()):
+            continue  # it needs another extension: test_example_workflows.py says which, and where it is checked
         queued = ui_to_api(json.loads(ui_path.read_text()), object_info)
         assert queued == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in twin.items()}, ui_path.name
 
