@@ -9,44 +9,54 @@ solved exactly, x_next = (sigma_next / sigma) e^(-eta h) x + (1 - e^(-(1 + eta) 
 + sigma_next sqrt(1 - e^(-2 eta h)) z, plus the multistep corrections; eta = 0 is the ODE solver.
 The noise comes from `noise_sampler(sigma, sigma_next)` if given, else from the CPU generator seeded
 by extra_args["seed"] (ComfyUI's own dpmpp_sde / *_m_sde draw from a Brownian tree instead).
-Only sigmas are seen, so rectified-flow models get the same formulas too (ComfyUI switches those to
-lambda = log((1 - sigma) / sigma) when it can read the model's sampling type).
+
+For a rectified-flow model (noise_model="flow": x = alpha x0 + sigma eps, alpha = 1 - sigma; see noise_model.py) the
+stochastic forms run in the half log-SNR lambda = log(alpha / sigma) and carry alpha_next on D:
+x_next = (sigma_next / sigma) e^(-eta h) x + alpha_next (1 - e^(-(1 + eta) h)) D + sigma_next sqrt(1 - e^(-2 eta h)) z,
+starting just below sigma = 1 (where lambda = -inf); the ancestral 2S uses the flow's ancestral split.
+DPM-Solver++(2M) integrates the probability-flow ODE alone, which is the same for both: it takes no noise_model.
 """
 import torch
 
 from .common import SamplerSpec, ancestral_step, prepare, report
-from .exponential import h_phi, lambda_of, sde_noise_std, sigma_of
+from .exponential import h_phi, lambda_of, sde_noise_std
+from .noise_model import FLOW_FIRST_STAGE, noise_model_of
 
 
 @torch.no_grad()
 def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                       noise_sampler=None):
+                       noise_sampler=None, noise_model="ve"):
     """DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1, r = 1/2) to sigma_down, then ancestral noise to sigma_next."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        sigma_down, sigma_up, scale = noise_model.ancestral_step(sigma, sigma_next, eta)
         report(callback, i, x, sigma, sigma, denoised)
         if sigma_down == 0:
             x = denoised  # an Euler step to sigma = 0 lands on the denoised estimate
         else:
-            lam, lam_down = lambda_of(sigma), lambda_of(sigma_down)
-            h = lam_down - lam
-            sigma_s = sigma_of(lam + h / 2)
-            u = (sigma_s / sigma) * x - h_phi(1, -h / 2) * denoised
+            # the stage halfway in lambda; each step exponential Euler, (sigma_t / sigma) x + (1 - sigma_t / sigma) D
+            if noise_model.flow and sigma >= 1:
+                sigma_s = FLOW_FIRST_STAGE  # lambda(1) = -inf: no halfway point
+            else:
+                sigma_s = noise_model.sigma_of((noise_model.lambda_of(sigma) + noise_model.lambda_of(sigma_down)) / 2)
+            u = (sigma_s / sigma) * x + (1 - sigma_s / sigma) * denoised
             denoised_s = model(u, sigma_s * s_in, **extra_args)
-            x = (sigma_down / sigma) * x - h_phi(1, -h) * denoised_s
+            x = (sigma_down / sigma) * x + (1 - sigma_down / sigma) * denoised_s
         if sigma_next > 0:
-            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+            x = scale * x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
     return x
 
 
 @torch.no_grad()
 def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-              noise_sampler=None, r=1 / 2):
+              noise_sampler=None, r=1 / 2, noise_model="ve"):
     """Stochastic DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1, stage at lambda + r h), noise at both stages."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
+    sigmas = noise_model.log_snr_start(sigmas)
     noisy = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -55,23 +65,26 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, et
         if sigma_next == 0:
             x = denoised
             continue
-        lam, lam_next = lambda_of(sigma), lambda_of(sigma_next)
+        lam, lam_next = noise_model.lambda_of(sigma), noise_model.lambda_of(sigma_next)
         h = lam_next - lam
-        sigma_s = sigma_of(lam + r * h)
+        sigma_s = noise_model.sigma_of(lam + r * h)
+        alpha, ratio = noise_model.alpha(sigma), noise_model.ratio(sigma)  # ratio = sigma / alpha = e^(-lambda)
 
-        # Stage 1: first-order step to the intermediate lambda + r h (its deterministic part to sigma_down).
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_s, eta)
-        u = (sigma_down / sigma) * x - h_phi(1, lam - lambda_of(sigma_down)) * denoised
-        if noisy:
-            u = u + noise_sampler(sigma, sigma_s) * s_noise * sigma_up
-        denoised_s = model(u, sigma_s * s_in, **extra_args)
+        def ancestral(sigma_to, denoised_d):
+            """x at sigma_to: the step's deterministic part to a lower noise-to-signal ratio (Song et al. 2021's split
+            of sigma_to / alpha_to), exact for D held fixed, then alpha_to times the noise that restores the ratio."""
+            alpha_to = noise_model.alpha(sigma_to)
+            ratio_down, ratio_up = ancestral_step(ratio, noise_model.ratio(sigma_to), eta)
+            x_to = ((alpha_to / alpha) * (ratio_down / ratio) * x
+                    - alpha_to * h_phi(1, lam - lambda_of(ratio_down)) * denoised_d)
+            if noisy:
+                x_to = x_to + noise_sampler(sigma, sigma_to) * s_noise * (alpha_to * ratio_up)
+            return x_to
 
+        # Stage 1: first-order step to the intermediate lambda + r h.
+        denoised_s = model(ancestral(sigma_s, denoised), sigma_s * s_in, **extra_args)
         # Stage 2: the step to sigma_next with D_s corrected to second order in h.
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
-        denoised_d = (1 - 1 / (2 * r)) * denoised + 1 / (2 * r) * denoised_s
-        x = (sigma_down / sigma) * x - h_phi(1, lam - lambda_of(sigma_down)) * denoised_d
-        if noisy:
-            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+        x = ancestral(sigma_next, (1 - 1 / (2 * r)) * denoised + 1 / (2 * r) * denoised_s)
     return x
 
 
@@ -99,12 +112,13 @@ def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
     return x
 
 
-def _sde_step(x, denoised, sigma, sigma_next, eta):
-    """The first-order part of a DPM-Solver++ SDE step: exact linear drift, denoised held constant."""
-    h = lambda_of(sigma_next) - lambda_of(sigma)
+def _sde_step(x, denoised, sigma, sigma_next, eta, noise_model):
+    """The first-order part of a DPM-Solver++ SDE step: exact linear drift, denoised held constant; and alpha_next."""
+    h = noise_model.lambda_of(sigma_next) - noise_model.lambda_of(sigma)
     h_eta = h * (eta + 1)
-    x = (sigma_next / sigma) * (-h * eta).exp() * x - h_phi(1, -h_eta) * denoised
-    return x, h, h_eta
+    alpha_next = noise_model.alpha(sigma_next)
+    x = (sigma_next / sigma) * (-h * eta).exp() * x - alpha_next * h_phi(1, -h_eta) * denoised
+    return x, h, h_eta, alpha_next
 
 
 def _sde_noise(noise_sampler, sigma, sigma_next, h, eta, s_noise):
@@ -114,11 +128,13 @@ def _sde_noise(noise_sampler, sigma, sigma_next, h, eta, s_noise):
 
 @torch.no_grad()
 def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                 noise_sampler=None, solver_type="midpoint"):
+                 noise_sampler=None, solver_type="midpoint", noise_model="ve"):
     """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's SDE form): 2M with eta-scaled noise, midpoint or heun."""
     if solver_type not in ("midpoint", "heun"):
         raise ValueError("solver_type must be 'midpoint' or 'heun'")
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
+    sigmas = noise_model.log_snr_start(sigmas)
     denoised_prev, h_prev = None, None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -127,13 +143,13 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
         if sigma_next == 0:
             x = denoised
             continue
-        x, h, h_eta = _sde_step(x, denoised, sigma, sigma_next, eta)
+        x, h, h_eta, alpha_next = _sde_step(x, denoised, sigma, sigma_next, eta, noise_model)
         if denoised_prev is not None:
             d1 = (denoised - denoised_prev) * (h / h_prev)  # first difference scaled to this step: (D - D_prev) / r
             if solver_type == "heun":
-                x = x - h_phi(2, -h_eta) * d1  # + h phi_2(-h_eta) D' for data prediction
+                x = x - alpha_next * h_phi(2, -h_eta) * d1  # + h phi_2(-h_eta) D' for data prediction
             else:
-                x = x - 0.5 * h_phi(1, -h_eta) * d1
+                x = x - alpha_next * 0.5 * h_phi(1, -h_eta) * d1
         if eta > 0 and s_noise > 0:
             x = x + _sde_noise(noise_sampler, sigma, sigma_next, h, eta, s_noise)
         denoised_prev, h_prev = denoised, h
@@ -142,9 +158,11 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
 
 @torch.no_grad()
 def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                 noise_sampler=None):
+                 noise_sampler=None, noise_model="ve"):
     """DPM-Solver++(3M) SDE (Lu et al. 2022; k-diffusion's SDE form): three-point multistep, eta-scaled noise."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
+    sigmas = noise_model.log_snr_start(sigmas)
     denoised_1, denoised_2, h_1, h_2 = None, None, None, None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -153,8 +171,8 @@ def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
         if sigma_next == 0:
             x = denoised
             continue
-        x, h, h_eta = _sde_step(x, denoised, sigma, sigma_next, eta)
-        phi_2 = -h_phi(2, -h_eta)  # h_eta phi_2(-h_eta), the weight of the first derivative
+        x, h, h_eta, alpha_next = _sde_step(x, denoised, sigma, sigma_next, eta, noise_model)
+        phi_2 = -alpha_next * h_phi(2, -h_eta)  # h_eta phi_2(-h_eta), the weight of the first derivative
         if h_2 is not None:
             r0, r1 = h_1 / h, h_2 / h
             d1_0 = (denoised - denoised_1) / r0
@@ -164,7 +182,7 @@ def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
             # code: ComfyUI's results, but it leaves an O(h^3) local error, so the method is second
             # order as h -> 0 (steeper, problem-dependent, at practical step counts; see test_samplers_order.py).
             d2 = (d1_0 - d1_1) / (r0 + r1)
-            phi_3 = h_phi(3, -h_eta)  # -h_eta phi_3(-h_eta)
+            phi_3 = alpha_next * h_phi(3, -h_eta)  # -h_eta phi_3(-h_eta)
             x = x + phi_2 * d1 - phi_3 * d2
         elif h_1 is not None:
             x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)

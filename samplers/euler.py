@@ -6,20 +6,28 @@ All of them integrate the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / s
 exploding denoiser D. Churn (Algorithm 2, lines 4-6) first raises the noise level from sigma to
 sigma_hat = sigma (1 + gamma) by adding fresh noise, gamma = min(s_churn / N, sqrt(2) - 1) inside
 [s_tmin, s_tmax], then takes the ODE step from sigma_hat.
+
+The ODE and its steps are the same for a rectified-flow model (noise_model="flow"; see noise_model.py). Fresh noise
+is not: churn raises the noise-to-signal ratio sigma / alpha by 1 + gamma (the VE sigma of Algorithm 2), and the
+ancestral split keeps the sample on the flow's path, both through the NoiseModel.
 """
 import torch
 
-from .common import SamplerSpec, ancestral_step, prepare, report, to_d
+from .common import SamplerSpec, prepare, report, to_d
+from .noise_model import VE, noise_model_of
 
 
-def churn(x, sigma, steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler):
-    """Algorithm 2, lines 4-6: return x at sigma_hat = sigma (1 + gamma) and sigma_hat (x unchanged when gamma = 0).
+def churn(x, sigma, steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, noise_model=VE):
+    """Algorithm 2, lines 4-6: return x at sigma_hat and sigma_hat (x unchanged when gamma = 0), where sigma_hat / alpha
+    = (1 + gamma) sigma / alpha: sigma (1 + gamma) for VE. Pure noise (a flow model's sigma = 1) is not churned.
 
     The noise comes from noise_sampler(sigma_hat, sigma), the interval it bridges."""
     gamma = min(s_churn / steps, 2**0.5 - 1) if s_churn > 0 and s_tmin <= sigma <= s_tmax else 0.0
-    sigma_hat = sigma * (gamma + 1)
+    if noise_model.flow and sigma >= 1:
+        gamma = 0.0
+    sigma_hat = noise_model.from_ratio(noise_model.ratio(sigma) * (gamma + 1)) if gamma > 0 else sigma
     if gamma > 0:
-        x = x + noise_sampler(sigma_hat, sigma) * s_noise * (sigma_hat**2 - sigma**2) ** 0.5
+        x = noise_model.raise_noise(x, sigma, sigma_hat, noise_sampler(sigma_hat, sigma) * s_noise)
     return x, sigma_hat
 
 
@@ -35,12 +43,13 @@ def heun_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
 
 @torch.no_grad()
 def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
-          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
     """Karras et al. 2022, Algorithm 2 with first-order (Euler) steps."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
     steps = len(sigmas) - 1
     for i in range(steps):
-        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, noise_model)
         denoised = model(x, sigma_hat * s_in, **extra_args)
         d_cur = to_d(x, sigma_hat, denoised)
         report(callback, i, x, sigmas[i], sigma_hat, denoised)
@@ -50,12 +59,13 @@ def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_chur
 
 @torch.no_grad()
 def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
-         s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+         s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
     """Karras et al. 2022, Algorithm 2 (Heun's second-order steps; Euler for the last step to sigma = 0)."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
     steps = len(sigmas) - 1
     for i in range(steps):
-        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, noise_model)
         denoised = model(x, sigma_hat * s_in, **extra_args)
         d_cur = to_d(x, sigma_hat, denoised)
         report(callback, i, x, sigmas[i], sigma_hat, denoised)
@@ -65,12 +75,13 @@ def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn
 
 @torch.no_grad()
 def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
-          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
     """Karras et al. 2022, Algorithm 2 with a DPM-Solver-2 step: the slope at the log-sigma midpoint drives the whole step."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
     steps = len(sigmas) - 1
     for i in range(steps):
-        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, noise_model)
         denoised = model(x, sigma_hat * s_in, **extra_args)
         d_cur = to_d(x, sigma_hat, denoised)
         report(callback, i, x, sigmas[i], sigma_hat, denoised)
@@ -90,48 +101,51 @@ def _midpoint_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
 
 @torch.no_grad()
 def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                    noise_sampler=None):
+                    noise_sampler=None, noise_model="ve"):
     """Ancestral sampling (Song et al. 2021) with Euler steps down to sigma_down, then fresh noise sigma_up."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        sigma_down, sigma_up, scale = noise_model.ancestral_step(sigma, sigma_next, eta)
         report(callback, i, x, sigma, sigma, denoised)
         if sigma_down == 0:
             x = denoised  # an Euler step to sigma = 0 lands on the denoised estimate
         else:
             x = x + (sigma_down - sigma) * to_d(x, sigma, denoised)
         if sigma_up > 0:
-            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+            x = scale * x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
     return x
 
 
 @torch.no_grad()
 def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                    noise_sampler=None):
+                    noise_sampler=None, noise_model="ve"):
     """Ancestral sampling (Song et al. 2021) with DPM-Solver-2 midpoint steps down to sigma_down, then noise sigma_up."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        sigma_down, sigma_up, scale = noise_model.ancestral_step(sigma, sigma_next, eta)
         report(callback, i, x, sigma, sigma, denoised)
         x = _midpoint_step(model, x, sigma, sigma_down, to_d(x, sigma, denoised), s_in, extra_args)
         if sigma_up > 0:
-            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+            x = scale * x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
     return x
 
 
 @torch.no_grad()
 def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
-            s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+            s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
     """Heun++ (Carzit, sd-webui-samplers-scheduler): slopes at sigma_i, sigma_i+1, sigma_i+2 averaged with weights sigma / (3 sigma_0)."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
     steps = len(sigmas) - 1
     sigma_end, sigma_start = sigmas[-1], sigmas[0]
     for i in range(steps):
-        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, noise_model)
         denoised = model(x, sigma_hat * s_in, **extra_args)
         d_cur = to_d(x, sigma_hat, denoised)
         report(callback, i, x, sigmas[i], sigma_hat, denoised)

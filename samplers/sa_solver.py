@@ -10,6 +10,9 @@ With tau(t) the stochasticity, the SDE step s -> t (h = lambda_t - lambda_s, c =
 The Adams predictor replaces D by its Lagrange interpolant through the last model outputs; the corrector
 does the same once the model has been called at the predicted point, with that node included, and keeps
 the predictor's noise. tau = eta inside a band of sigmas, 0 (an ODE step) outside it.
+
+For a rectified-flow model (noise_model="flow": x = alpha x0 + sigma eps, alpha = 1 - sigma) lambda = log(alpha / sigma)
+and the D terms carry alpha_t; a first sigma of 1 (lambda = -inf) is moved just below 1.
 """
 import functools
 import math
@@ -17,12 +20,15 @@ import math
 import torch
 
 from .common import SamplerSpec, prepare, report
-from .exponential import h_phi, lambda_of, sde_noise_std
+from .exponential import h_phi, sde_noise_std
+from .noise_model import noise_model_of
 
 # ComfyUI's default SDE band: percent_to_sigma(0.2) and percent_to_sigma(0.8) of the SD1.x / SDXL discrete
 # schedule (scaled-linear betas 0.00085..0.012, 1000 steps), i.e. timesteps 799.2 and 199.8.
 SDE_SIGMA_MAX = 5.092408180236816
 SDE_SIGMA_MIN = 0.5711888670921326
+# The same 20 %..80 % of the way for a rectified-flow model with shift 1 (sigma = t); the nodes pass the model's own.
+FLOW_SDE_SIGMA_MAX, FLOW_SDE_SIGMA_MIN = 0.8, 0.2
 
 
 def _exponential_moments(a, count):
@@ -75,16 +81,22 @@ def sde_band(eta=1.0, sigma_max=SDE_SIGMA_MAX, sigma_min=SDE_SIGMA_MIN):
 
 
 @torch.no_grad()
-def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, sde_sigma_max=SDE_SIGMA_MAX,
-              sde_sigma_min=SDE_SIGMA_MIN, tau_func=None, s_noise=1.0, noise_sampler=None, predictor_order=3,
-              corrector_order=4, use_pece=False, simple_order_2=False):
+def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, sde_sigma_max=None,
+              sde_sigma_min=None, tau_func=None, s_noise=1.0, noise_sampler=None, predictor_order=3,
+              corrector_order=4, use_pece=False, simple_order_2=False, noise_model="ve"):
     """SA-Solver: stochastic Adams predictor (order p) and corrector (order c) in data prediction (Xue et al. 2023)."""
+    # sde_sigma_max / sde_sigma_min: the noise band; None: SD1.x's (VE) or a shift-1 flow's, 20 %..80 % of the way
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
+    sigmas = noise_model.log_snr_start(sigmas)
     if tau_func is None:
-        tau_func = sde_band(eta, sde_sigma_max, sde_sigma_min)
+        top, bottom = (FLOW_SDE_SIGMA_MAX, FLOW_SDE_SIGMA_MIN) if noise_model.flow else (SDE_SIGMA_MAX, SDE_SIGMA_MIN)
+        tau_func = sde_band(eta, top if sde_sigma_max is None else sde_sigma_max,
+                            bottom if sde_sigma_min is None else sde_sigma_min)
     n = len(sigmas) - 1
     floats = [float(s) for s in sigmas]
-    lams = [lambda_of(s) if s > 0 else math.inf for s in floats]
+    lams = [noise_model.lambda_of(s) if s > 0 else math.inf for s in floats]
+    alphas = [noise_model.alpha(s) for s in floats]
     lower_order_to_end = n > 0 and floats[-1] == 0  # lower orders near the end, as ComfyUI does
 
     def weights(nodes, lam_s, lam_t, tau, corrector):
@@ -107,7 +119,7 @@ def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, et
             x = x_pred
         else:  # corrector: the same step lams[i - 1] -> lams[i], now with D at lams[i] among the nodes
             b = weights(lams[i - c + 1:i + 1], lams[i - 1], lams[i], tau, corrector=True)
-            x = (floats[i] / floats[i - 1]) * math.exp(-tau**2 * h) * x + _combine(b, history[-c:])
+            x = (floats[i] / floats[i - 1]) * math.exp(-tau**2 * h) * x + alphas[i] * _combine(b, history[-c:])
             if noise is not None:
                 x = x + noise
             if use_pece:
@@ -121,7 +133,7 @@ def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, et
         tau = float(tau_func(sigmas[i + 1]))
         h = lams[i + 1] - lams[i]
         b = weights(lams[i - p + 1:i + 1], lams[i], lams[i + 1], tau, corrector=False)
-        x_pred = (floats[i + 1] / floats[i]) * math.exp(-tau**2 * h) * x + _combine(b, history[-p:])
+        x_pred = (floats[i + 1] / floats[i]) * math.exp(-tau**2 * h) * x + alphas[i + 1] * _combine(b, history[-p:])
         noise = None
         if tau > 0 and s_noise > 0:
             scale = floats[i + 1] * sde_noise_std(tau**2 * h) * s_noise
@@ -138,7 +150,7 @@ SPECS = {
     "sa_solver": SamplerSpec(
         fn=sa_solver, calls_per_step=1.0, order=4, stochastic=True,
         summary="SA-Solver: stochastic Adams predictor (order 3) and corrector (order 4), one model call per "
-                "step; noise (tau = eta) only for sigma in [0.57, 5.09], ODE outside."),
+                "step; noise (tau = eta) only from 20 % to 80 % of the way (SD1.x: sigma 5.09 to 0.57), ODE outside."),
     "sa_solver_pece": SamplerSpec(
         fn=sa_solver_pece, calls_per_step=2.0, order=4, stochastic=True,
         summary="SA-Solver in PECE mode: the model is re-evaluated at every corrected point, two model calls "

@@ -11,13 +11,18 @@ SEEDS approximates D(u) Runge-Kutta style from model calls at intermediate nodes
 the noise of the sub-steps from one Brownian path, so the full step's noise continues the stages' noise.
 eta = 0 gives the deterministic (DPM-Solver++-like) exponential Runge-Kutta method. With z = (1 + eta) h the
 weights of D's constant and linear parts are z phi_1(-z) = -h_phi(1, -z) and z phi_2(-z) = -h_phi(2, -z).
+
+For a rectified-flow model (noise_model="flow": x = alpha x0 + sigma eps, alpha = 1 - sigma) lambda = log(alpha / sigma)
+and each stage's D weights carry alpha at the stage's end (the x and noise terms keep their sigma ratios); a first
+sigma of 1 (lambda = -inf) is moved just below 1.
 """
 import math
 
 import torch
 
 from .common import SamplerSpec, prepare, report
-from .exponential import h_phi, lambda_of, sde_noise_std
+from .exponential import h_phi, sde_noise_std
+from .noise_model import noise_model_of
 
 
 class _BrownianSegments:
@@ -39,21 +44,22 @@ class _BrownianSegments:
         return self.value
 
 
-def _node(sigmas, i, h, c):
+def _node(sigmas, i, h, c, noise_model):
     """sigma at lambda_s + c h, as a tensor like the given sigmas (what a noise sampler expects)."""
     if c == 0:
         return sigmas[i]
     if c == 1:
         return sigmas[i + 1]
-    return sigmas.new_tensor(float(sigmas[i]) * math.exp(-c * h))
+    return sigmas.new_tensor(noise_model.sigma_of(noise_model.lambda_of(float(sigmas[i])) + c * h))
 
 
 @torch.no_grad()
 def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-            noise_sampler=None, r=0.5):
+            noise_sampler=None, r=0.5, noise_model="ve"):
     """SEEDS-2: two-stage stochastic exponential Runge-Kutta, data prediction (Gonzalez et al. 2023)."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    sigmas = torch.as_tensor(sigmas)
+    noise_model = noise_model_of(noise_model)
+    sigmas = noise_model.log_snr_start(torch.as_tensor(sigmas))
     stochastic = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
@@ -62,18 +68,20 @@ def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=
         if sigma_next == 0:
             x = denoised
             continue
-        h = lambda_of(sigma_next) - lambda_of(sigma)
+        lam = noise_model.lambda_of(sigma)
+        h = noise_model.lambda_of(sigma_next) - lam
         z = (1 + eta) * h
-        sigma_1 = sigma * math.exp(-r * h)
-        brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c), eta * h)
+        sigma_1 = noise_model.sigma_of(lam + r * h)
+        alpha_1, alpha_next = noise_model.alpha(sigma_1), noise_model.alpha(sigma_next)
+        brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c, noise_model), eta * h)
 
-        u = (sigma_1 / sigma) * math.exp(-eta * r * h) * x - h_phi(1, -r * z) * denoised
+        u = (sigma_1 / sigma) * math.exp(-eta * r * h) * x - alpha_1 * h_phi(1, -r * z) * denoised
         if stochastic:
             u = u + brownian.advance(r) * (sigma_1 * s_noise)
         denoised_1 = model(u, sigma_1 * s_in, **extra_args)
 
         denoised_bar = torch.lerp(denoised, denoised_1, 1 / (2 * r))
-        x = (sigma_next / sigma) * math.exp(-eta * h) * x - h_phi(1, -z) * denoised_bar
+        x = (sigma_next / sigma) * math.exp(-eta * h) * x - alpha_next * h_phi(1, -z) * denoised_bar
         if stochastic:
             x = x + brownian.advance(1.0) * (sigma_next * s_noise)
     return x
@@ -81,10 +89,11 @@ def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=
 
 @torch.no_grad()
 def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-            noise_sampler=None, r_1=1 / 3, r_2=2 / 3):
+            noise_sampler=None, r_1=1 / 3, r_2=2 / 3, noise_model="ve"):
     """SEEDS-3: three-stage stochastic exponential Runge-Kutta, data prediction (Gonzalez et al. 2023)."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    sigmas = torch.as_tensor(sigmas)
+    noise_model = noise_model_of(noise_model)
+    sigmas = noise_model.log_snr_start(torch.as_tensor(sigmas))
     stochastic = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
@@ -93,26 +102,29 @@ def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=
         if sigma_next == 0:
             x = denoised
             continue
-        h = lambda_of(sigma_next) - lambda_of(sigma)
+        lam = noise_model.lambda_of(sigma)
+        h = noise_model.lambda_of(sigma_next) - lam
         z = (1 + eta) * h
-        sigma_1, sigma_2 = sigma * math.exp(-r_1 * h), sigma * math.exp(-r_2 * h)
-        brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c), eta * h)
+        sigma_1, sigma_2 = noise_model.sigma_of(lam + r_1 * h), noise_model.sigma_of(lam + r_2 * h)
+        alpha_1, alpha_2 = noise_model.alpha(sigma_1), noise_model.alpha(sigma_2)
+        alpha_next = noise_model.alpha(sigma_next)
+        brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c, noise_model), eta * h)
 
-        u_1 = (sigma_1 / sigma) * math.exp(-eta * r_1 * h) * x - h_phi(1, -r_1 * z) * denoised
+        u_1 = (sigma_1 / sigma) * math.exp(-eta * r_1 * h) * x - alpha_1 * h_phi(1, -r_1 * z) * denoised
         if stochastic:
             u_1 = u_1 + brownian.advance(r_1) * (sigma_1 * s_noise)
         denoised_1 = model(u_1, sigma_1 * s_in, **extra_args)
 
         # D linear in lambda through (s, D) and (s + r_1 h, D_1)
-        u_2 = ((sigma_2 / sigma) * math.exp(-eta * r_2 * h) * x - h_phi(1, -r_2 * z) * denoised
-               - (r_2 / r_1) * h_phi(2, -r_2 * z) * (denoised_1 - denoised))
+        u_2 = ((sigma_2 / sigma) * math.exp(-eta * r_2 * h) * x - alpha_2 * h_phi(1, -r_2 * z) * denoised
+               - alpha_2 * (r_2 / r_1) * h_phi(2, -r_2 * z) * (denoised_1 - denoised))
         if stochastic:
             u_2 = u_2 + brownian.advance(r_2) * (sigma_2 * s_noise)
         denoised_2 = model(u_2, sigma_2 * s_in, **extra_args)
 
         # D linear in lambda through (s, D) and (s + r_2 h, D_2)
-        x = ((sigma_next / sigma) * math.exp(-eta * h) * x - h_phi(1, -z) * denoised
-             - (1 / r_2) * h_phi(2, -z) * (denoised_2 - denoised))
+        x = ((sigma_next / sigma) * math.exp(-eta * h) * x - alpha_next * h_phi(1, -z) * denoised
+             - alpha_next * (1 / r_2) * h_phi(2, -z) * (denoised_2 - denoised))
         if stochastic:
             x = x + brownian.advance(1.0) * (sigma_next * s_noise)
     return x

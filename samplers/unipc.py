@@ -12,8 +12,13 @@ where the weights solve sum_m r_m^(k-1) a_m = g_k = k! (-h) phi_{k+1}(-h) / B(-h
 evaluates B and the phi functions at -h; the predictor uses its p - 1 earlier nodes and rows).
 The corrector reuses the model call that the next step needs anyway, so UniPC costs one call per step, and it
 lifts the predictor's order p to p + 1 (Zhao et al. 2023, Theorem 3.1): order=3 is a fourth-order method.
-As in ComfyUI, a final sigma of 0 is replaced by 0.001 (log-SNR is infinite at 0), the last steps use lower
-orders, and the last step runs no corrector.
+Like every other sampler here it finishes a schedule that ends in 0 with the denoising jump x = D(x, sigma_min)
+(log-SNR is infinite at 0): the model call at sigma_min that the corrector would reuse gives the result, so the
+cost stays one call per sigma step. (ComfyUI instead replaces the final 0 by 0.001 and integrates one more ODE step
+of fixed size sigma_min -> 0.001 whatever the number of steps; that caps its accuracy, see
+tests/in_comfy/test_samplers_modern_parity.py.) The last steps use lower orders (lower_order_final; the jump counts
+as the last step), and the last step of a schedule that stops above 0 runs no corrector. UniPC only integrates the
+probability-flow ODE, which is the same for rectified-flow models (see noise_model.py), so it runs on those as it is.
 """
 import math
 
@@ -21,8 +26,6 @@ import torch
 
 from .common import SamplerSpec, report, split_extra_args
 from .exponential import h_phi, lambda_of
-
-FINAL_SIGMA = 0.001  # where UniPC stops when asked to go to sigma = 0 (ComfyUI's choice)
 
 
 def _unipc_weights(h, r, variant, order, corrector):
@@ -42,24 +45,23 @@ def _unipc_weights(h, r, variant, order, corrector):
 
 @torch.no_grad()
 def _unipc(model, x, sigmas, extra_args, callback, variant, order, lower_order_final):
-    """Multistep UniPC-p with the corrector after every step but the last (one model call per step)."""
+    """Multistep UniPC-p with the corrector after every step but the last (one model call per step), then the
+    denoising jump to a final sigma of 0."""
     extra_args, _ = split_extra_args(extra_args)
     given = sigmas
     sigmas = [float(s) for s in given]  # a copy: the caller's sigmas stay as they are
-    if len(sigmas) < 2:
-        return x
-    if sigmas[-1] == 0:
-        sigmas[-1] = FINAL_SIGMA
+    jump = sigmas[-1] == 0  # finish with x = D(x, sigma_min)
+    if jump:
+        sigmas = sigmas[:-1]
     s_in = x.new_ones([x.shape[0]])
-    steps = len(sigmas) - 1
-    order = max(1, min(order, steps - 1))
+    steps = len(sigmas) - 1  # steps between positive sigmas
+    order = max(1, min(order, steps - 1 + jump))
     lams = [lambda_of(s) for s in sigmas]
     denoised = model(x, sigmas[0] * s_in, **extra_args)
     history = [(lams[0], denoised)]  # (lambda_m, D_m), newest last
     for k in range(1, steps + 1):
         report(callback, k - 1, x, given[k - 1], given[k - 1], denoised)  # x at sigma_{k-1}, D there
-        p = min(order, k, steps + 1 - k) if lower_order_final else min(order, k)
-        corrector = k < steps
+        p = min(order, k, steps + jump + 1 - k) if lower_order_final else min(order, k)
         lam_s, denoised_s = history[-1]
         h = lams[k] - lam_s
         earlier = history[-p:-1][::-1]  # the p - 1 nodes before s, newest first
@@ -68,14 +70,18 @@ def _unipc(model, x, sigmas, extra_args, callback, variant, order, lower_order_f
         x_base = (sigmas[k] / sigmas[k - 1]) * x - h_phi(1, -h) * denoised_s
         a, b_h = _unipc_weights(h, r, variant, p, corrector=False)
         x_pred = x_base - b_h * sum(a_m * d_m for a_m, d_m in zip(a, d)) if a else x_base
-        if not corrector:
-            return x_pred
+        if k == steps and not jump:
+            return x_pred  # leftover noise: no model call after the last step, so no corrector
         denoised = model(x_pred, sigmas[k] * s_in, **extra_args)
+        if k == steps:
+            x = x_pred  # the corrector's result would be replaced by the jump below
+            break
         a, b_h = _unipc_weights(h, r, variant, p, corrector=True)
         d.append(denoised - denoised_s)
         x = x_base - b_h * sum(a_m * d_m for a_m, d_m in zip(a, d))
         history = (history + [(lams[k], denoised)])[-order:]
-    return x
+    report(callback, steps, x, given[steps], given[steps], denoised)
+    return denoised  # the denoising jump to sigma = 0: x = D(x, sigma_min)
 
 
 def uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, lower_order_final=True):
@@ -93,10 +99,9 @@ SPECS = {
         fn=uni_pc, calls_per_step=1.0, order=4, stochastic=False,
         summary="UniPC (B(h) = h): third-order multistep predictor with a corrector that reuses the next "
                 "model call (fourth order together), one call per step; suits unconditional sampling under "
-                "10 steps; stops at 0.001."),
+                "10 steps."),
     "uni_pc_bh2": SamplerSpec(
         fn=uni_pc_bh2, calls_per_step=1.0, order=4, stochastic=False,
         summary="UniPC (B(h) = e^h - 1): third-order multistep predictor and corrector (fourth order together), "
-                "one call per step; the usual choice with guidance or 10+ steps; stops at sigma 0.001 when asked "
-                "for 0."),
+                "one call per step; the usual choice with guidance or 10+ steps."),
 }

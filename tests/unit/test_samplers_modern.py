@@ -1,4 +1,4 @@
-"""UniPC, RES multistep, ER-SDE, SEEDS and SA-Solver: model calls, seeded noise, the callback and the
+"""UniPC, RES multistep, ER-SDE, SEEDS and SA-Solver: model calls, seeded noise, the callback, UniPC's end and the
 plain-callable calling convention (their orders of accuracy: test_samplers_order.py). No ComfyUI here."""
 import math
 
@@ -87,19 +87,40 @@ def test_plain_lambda_model(name):
         assert (out - exact).norm() <= 1e-2 * exact.norm()
 
 
-def test_uni_pc_leaves_the_sigmas_alone_and_stops_at_0_001():
-    sigmas = log_uniform(4, final_zero=True)
+class Recorder:
+    """A denoiser that records every call and returns a fresh tensor each time: D = x / (1 + sigma^2) + calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, sigma):
+        out = x / (1 + sigma[:, None] ** 2) + len(self.calls)
+        self.calls.append((float(sigma[0]), out))
+        return out
+
+
+@pytest.mark.parametrize("name", ["uni_pc", "uni_pc_bh2"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 8])
+def test_uni_pc_finishes_a_schedule_ending_in_0_with_the_denoising_jump(name, steps):
+    """No step to 0.001: the last model call, at sigma_min, is the result (x = D(x, sigma_min)), one call per step."""
+    sigmas = log_uniform(steps, final_zero=True)
     kept = sigmas.clone()
-    seen = []
-    out = unipc.uni_pc(lambda x, sigma: torch.zeros_like(x), torch.ones(1, 2, dtype=torch.float64), sigmas,
-                       callback=seen.append)
+    model = Recorder()
+    out = SPECS[name].fn(model, torch.ones(2, 3, dtype=torch.float64), sigmas)
     assert torch.equal(sigmas, kept)
-    assert torch.allclose(out, torch.full_like(out, unipc.FINAL_SIGMA / SIGMA_MAX))  # D = 0: x scales with sigma
+    assert len(model.calls) == steps + 1
+    assert model.calls[-1][0] == pytest.approx(SIGMA_END) and torch.equal(out, model.calls[-1][1])
 
 
-def test_uni_pc_single_step_still_steps():
-    out = unipc.uni_pc(lambda x, sigma: torch.zeros_like(x), torch.ones(1, 2), torch.tensor([SIGMA_MAX, 0.0]))
-    assert torch.allclose(out, torch.full_like(out, unipc.FINAL_SIGMA / SIGMA_MAX))
+@pytest.mark.parametrize("name", ["uni_pc", "uni_pc_bh2"])
+def test_uni_pc_stops_at_the_last_sigma_without_a_model_call_there(name):
+    """Leftover noise (no final 0): the last step is the predictor alone, and the model is not called at its end."""
+    model = Recorder()
+    out = SPECS[name].fn(model, torch.ones(2, 3, dtype=torch.float64), log_uniform(6))
+    assert len(model.calls) == 6 and all(sigma > SIGMA_END * 1.5 for sigma, _ in model.calls)
+    zero = SPECS[name].fn(lambda x, sigma: torch.zeros_like(x), torch.ones(1, 2, dtype=torch.float64), log_uniform(4))
+    assert torch.allclose(zero, torch.full_like(zero, SIGMA_END / SIGMA_MAX))  # D = 0: x scales with sigma
+    assert out.shape == (2, 3)
 
 
 def test_sa_solver_default_sde_band_is_sd1_percent_20_to_80():
