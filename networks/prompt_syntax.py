@@ -157,8 +157,8 @@ class EmbeddingLibrary:
         """The embedding's vectors as (n, width) float32; a clear error when missing or of another width."""
         path = self.find(name)
         if path is None:
-            folders = ", ".join(str(d) for d in self.directories) or "(no folders)"
-            raise EmbeddingNotFound(f"embedding:{name}: no file {name}{{,{','.join(EMBEDDING_SUFFIXES)}}} in {folders}")
+            where = "ComfyUI's embeddings folder(s)" if self.directories else "any folder (none is set up)"
+            raise EmbeddingNotFound(f"embedding:{name}: no file {name}{{,{','.join(EMBEDDING_SUFFIXES)}}} in {where}")
         vectors = read_embedding(path, key, width)
         return vectors.reshape(-1, vectors.shape[-1]).float()
 

@@ -53,7 +53,8 @@ def load_unet(source: PathLike | Mapping[str, torch.Tensor], dtype: torch.dtype 
 
     `dtype`: torch dtype or a name (weights.parse_dtype). `config` forces the architecture (for a network that
     is none of the published ones). `prediction` ("eps", "v", "x0") and `zero_snr` override what the
-    checkpoint says. The result carries `.family` and `.trained_as` (a TrainingSpec) for Denoiser.
+    checkpoint says. The result carries `.family` and `.trained_as` (a TrainingSpec) for Denoiser, and `.source_file`,
+    the file's name (no folders), for error messages.
     A file that cannot be read is a UNetLoadError (a WeightFileError) naming the file and the fault.
     """
     dtype = parse_dtype(dtype)
@@ -79,6 +80,7 @@ def _load(source, dtype, device, config, prediction, zero_snr):
     state = {ours: weights.read(theirs, dtype, device) for ours, theirs in keys.items()}
     unet.load_state_dict(state, strict=True, assign=True)
     unet.family, unet.trained_as = detected.family, trained_as
+    unet.source_file = None if isinstance(source, Mapping) else weights.name  # its name only, for error messages
     return unet.eval().requires_grad_(False)
 
 

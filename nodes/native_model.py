@@ -9,6 +9,8 @@ import comfy.supported_models_base
 import torch
 from comfy_api.latest import io
 
+from .checks import CheckedNode
+from .compat import schema
 from .wires import UNET, comfy_latent_format, model_sampling_for, text_condition
 
 CATEGORY = "diffusion_blocks/unet"
@@ -70,11 +72,12 @@ def as_native_model(unet) -> comfy.model_patcher.ModelPatcher:
     return comfy.model_patcher.ModelPatcher(model, load_device=unet.load_device, offload_device=unet.offload_device)
 
 
-class NoisePredictorAsModel(io.ComfyNode):
+class NoisePredictorAsModel(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_NoisePredictorAsModel", display_name="Noise Predictor as MODEL", category=CATEGORY,
+            search_aliases=['unet to model', 'native model', 'ksampler model'],
             description="The pack's U-Net as a native ComfyUI MODEL, with its prediction type (eps / v / x0) and "
                         "training noise schedule, so ComfyUI's own KSampler, SamplerCustom, schedulers and model "
                         "patches drive it. The weights are shared with the U-Net wire, not copied.",

@@ -3,19 +3,22 @@ from comfy_api.latest import io
 
 from ..views.grid import image_grid
 from ..views.plot import plot_sigmas
+from .checks import CheckedNode
+from .compat import schema
 from .images import to_image_tensor
 
 CATEGORY = "diffusion_blocks/views"
 MAX_SERIES = 4
 
 
-class PlotSigmas(io.ComfyNode):
+class PlotSigmas(CheckedNode):
     @classmethod
     def define_schema(cls):
         optional = [io.Sigmas.Input(f"sigmas_{i}", optional=True, tooltip=f"Optional schedule number {i} to compare.")
                     for i in range(2, MAX_SERIES + 1)]
-        return io.Schema(
+        return schema(
             node_id="DB_PlotSigmas", display_name="Plot Sigmas", category=CATEGORY,
+            search_aliases=['noise schedule plot', 'schedule graph', 'sigmas chart'],
             description="Draw one to four schedules as noise level against step, with a legend: see where each "
                         "schedule spends its steps.",
             inputs=[io.Sigmas.Input("sigmas_1", tooltip="The schedule to plot."), *optional,
@@ -39,13 +42,14 @@ class PlotSigmas(io.ComfyNode):
         return io.NodeOutput(to_image_tensor(picture))
 
 
-class ImageGrid(io.ComfyNode):
+class ImageGrid(CheckedNode):
     @classmethod
     def define_schema(cls):
         optional = [io.Image.Input(f"images_{i}", optional=True, tooltip=f"Optional images number {i}, placed after the others.")
                     for i in range(2, MAX_SERIES + 1)]
-        return io.Schema(
+        return schema(
             node_id="DB_ImageGrid", display_name="Image Grid", category=CATEGORY,
+            search_aliases=['grid', 'compare images', 'xy plot', 'side by side'],
             description="Put images side by side with a caption under each, e.g. the same prompt through four samplers.",
             inputs=[io.Image.Input("images_1", tooltip="Images (every image of the batch gets a cell)."), *optional,
                     io.String.Input("captions", default="", tooltip="Captions separated by commas, one per image in order."),

@@ -4,9 +4,13 @@ from dataclasses import dataclass
 from comfy_api.latest import io
 
 from ..schedules import SCHEDULES
+from .checks import CheckedNode
+from .compat import schema
 from .noise_range import SD1_SIGMA_MAX, SD1_SIGMA_MIN, sigmas_for_node
 
 CATEGORY = "diffusion_blocks/schedules"
+# What people type to find a schedule node (ComfyUI 0.33 searches these; with each family's schedule names).
+SEARCH_ALIASES = ("noise schedule", "scheduler", "sigmas", "timesteps")
 
 
 @dataclass(frozen=True)
@@ -117,13 +121,14 @@ def _schema_inputs(family):
 def make_schedule_node(family):
     """A ComfyUI node class for one schedule family."""
 
-    class ScheduleNode(io.ComfyNode):
+    class ScheduleNode(CheckedNode):
         @classmethod
         def define_schema(cls):
-            return io.Schema(node_id=family.node_id, display_name=family.display_name, category=CATEGORY,
-                             description=family.description, inputs=_schema_inputs(family),
-                             outputs=[io.Sigmas.Output(display_name="sigmas",
-                                                       tooltip="Noise levels, highest first, ending in 0.")])
+            return schema(node_id=family.node_id, display_name=family.display_name, category=CATEGORY,
+                          search_aliases=[*SEARCH_ALIASES, *family.names],
+                          description=family.description, inputs=_schema_inputs(family),
+                          outputs=[io.Sigmas.Output(display_name="sigmas",
+                                                    tooltip="Noise levels, highest first, ending in 0.")])
 
         @classmethod
         def execute(cls, steps, denoise, schedule=None, model=None, sigma_min=None, sigma_max=None, **options) -> io.NodeOutput:

@@ -2,6 +2,8 @@
 from comfy_api.latest import io
 
 from ..schedules import arithmetic
+from .checks import CheckedNode
+from .compat import schema
 
 CATEGORY = "diffusion_blocks/sigmas"
 
@@ -14,11 +16,12 @@ def _sigmas_out(name="sigmas", tooltip="Noise levels."):
     return io.Sigmas.Output(display_name=name, tooltip=tooltip)
 
 
-class SplitSigmasAtStep(io.ComfyNode):
+class SplitSigmasAtStep(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_SplitSigmasAtStep", display_name="Split Sigmas at Step", category=CATEGORY,
+            search_aliases=['split sigmas', 'noise schedule'],
             description="Cut a schedule in two at a step; both halves share the noise level at the cut, "
                         "so two samplers can run one after the other.",
             inputs=[_sigmas_in(), io.Int.Input("step", default=10, min=0, max=10000,
@@ -31,11 +34,12 @@ class SplitSigmasAtStep(io.ComfyNode):
         return io.NodeOutput(*arithmetic.split_at_step(sigmas, step))
 
 
-class SplitSigmasAtDenoise(io.ComfyNode):
+class SplitSigmasAtDenoise(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_SplitSigmasAtDenoise", display_name="Split Sigmas at Denoise", category=CATEGORY,
+            search_aliases=['split sigmas', 'denoise strength', 'img2img', 'noise schedule'],
             description="Cut a schedule so that the second part covers the last `denoise` fraction of its steps.",
             inputs=[_sigmas_in(), io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                                  tooltip="Fraction of the steps that go to the second (low-noise) part.")],
@@ -46,11 +50,12 @@ class SplitSigmasAtDenoise(io.ComfyNode):
         return io.NodeOutput(*arithmetic.split_at_denoise(sigmas, denoise))
 
 
-class ConcatSigmas(io.ComfyNode):
+class ConcatSigmas(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_ConcatSigmas", display_name="Concatenate Sigmas", category=CATEGORY,
+            search_aliases=['join sigmas', 'merge schedules', 'noise schedule'],
             description="Join two schedules end to start; a repeated noise level at the joint is kept once.",
             inputs=[_sigmas_in("first", "Runs first (higher noise)."), _sigmas_in("second", "Runs after the first.")],
             outputs=[_sigmas_out()])
@@ -60,11 +65,12 @@ class ConcatSigmas(io.ComfyNode):
         return io.NodeOutput(arithmetic.concat(first, second))
 
 
-class FlipSigmas(io.ComfyNode):
+class FlipSigmas(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_FlipSigmas", display_name="Flip Sigmas", category=CATEGORY,
+            search_aliases=['reverse sigmas', 'unsample', 'inversion', 'noise schedule'],
             description="Reverse a schedule so noise rises step by step: run a sampler on it to 'unsample' "
                         "an image back to noise. A leading 0 becomes 1e-4 so the first step is defined.",
             inputs=[_sigmas_in()], outputs=[_sigmas_out(tooltip="Noise levels, lowest first.")])
@@ -74,11 +80,12 @@ class FlipSigmas(io.ComfyNode):
         return io.NodeOutput(arithmetic.flip(sigmas))
 
 
-class SetFirstSigma(io.ComfyNode):
+class SetFirstSigma(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_SetFirstSigma", display_name="Set First Sigma", category=CATEGORY,
+            search_aliases=['start noise level', 'noise schedule'],
             description="Replace the starting noise level, e.g. to start from more or less noise than the schedule says.",
             inputs=[_sigmas_in(), io.Float.Input("sigma", default=14.614642, min=0.0, max=20000.0, step=0.001, round=False,
                                                  tooltip="The new first noise level.")],
@@ -89,11 +96,12 @@ class SetFirstSigma(io.ComfyNode):
         return io.NodeOutput(arithmetic.set_first(sigmas, sigma))
 
 
-class MultiplySigmas(io.ComfyNode):
+class MultiplySigmas(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_MultiplySigmas", display_name="Multiply Sigmas", category=CATEGORY,
+            search_aliases=['scale sigmas', 'noise schedule'],
             description="Scale every noise level by a factor (below 1 leaves a little noise unremoved at each step).",
             inputs=[_sigmas_in(), io.Float.Input("factor", default=1.0, min=0.0, max=100.0, step=0.001, round=False,
                                                  tooltip="Multiplier for every noise level.")],
@@ -104,11 +112,12 @@ class MultiplySigmas(io.ComfyNode):
         return io.NodeOutput(arithmetic.multiply(sigmas, factor))
 
 
-class ResampleSigmas(io.ComfyNode):
+class ResampleSigmas(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_ResampleSigmas", display_name="Resample Sigmas", category=CATEGORY,
+            search_aliases=['interpolate sigmas', 'change steps', 'noise schedule'],
             description="Stretch or squeeze a schedule to another number of steps, interpolating log(sigma) "
                         "(as Align Your Steps does); a final 0 stays a final 0.",
             inputs=[_sigmas_in(), io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Steps of the new schedule.")],
@@ -119,11 +128,12 @@ class ResampleSigmas(io.ComfyNode):
         return io.NodeOutput(arithmetic.resample(sigmas, steps))
 
 
-class SigmasFromText(io.ComfyNode):
+class SigmasFromText(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_SigmasFromText", display_name="Sigmas from Text", category=CATEGORY,
+            search_aliases=['manual sigmas', 'custom schedule', 'noise levels'],
             description="Type a schedule as numbers, highest first, e.g. from a paper or another tool.",
             inputs=[io.String.Input("text", multiline=True, default="14.6146, 6.4746, 3.8637, 2.6946, 1.8842, 1.3944, "
                                     "0.9643, 0.6524, 0.3977, 0.1515, 0.0292, 0.0",
@@ -135,11 +145,12 @@ class SigmasFromText(io.ComfyNode):
         return io.NodeOutput(arithmetic.parse_sigmas(text))
 
 
-class InsertSigmas(io.ComfyNode):
+class InsertSigmas(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_InsertSigmas", display_name="Insert Intermediate Sigmas", category=CATEGORY,
+            search_aliases=['intermediate sigmas', 'more steps', 'noise schedule'],
             description="Subdivide every step by inserting noise levels between neighbours (geometric means; "
                         "towards a final 0 the levels are linear).",
             inputs=[_sigmas_in(), io.Int.Input("count", default=1, min=1, max=100,

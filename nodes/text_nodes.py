@@ -13,7 +13,10 @@ from ..networks.families import TEXT_CONDITIONINGS
 from ..networks.prompt_syntax import EmbeddingLibrary, tokenize_prompt
 from ..networks.text_encoder_loading import load_text_encoder
 from ..networks.weights import DTYPES
+from ..pipeline.finite import check_text_encoding
 from ..views.tokens import draw_tokens
+from .checks import CheckedNode
+from .compat import schema
 from .images import to_image_tensor
 from .model_files import PACK_FOLDER, model_file_options, resolve_model_file
 
@@ -57,15 +60,18 @@ def encode(loaded, text, stop_at_clip_layer):
     tokens = encoder.tokenize(text, embeddings())
     for problem in next(iter(tokens.values())).problems:
         log.warning("Diffusion Blocks prompt: %s", problem)
-    return encoder.encode_tokens(tokens, layer=stop_at_clip_layer or None)
+    cond, pooled = encoder.encode_tokens(tokens, layer=stop_at_clip_layer or None)
+    check_text_encoding(encoder, loaded.name, cond, pooled)
+    return cond, pooled
 
 
-class LoadTextEncoder(io.ComfyNode):
+class LoadTextEncoder(CheckedNode):
     @classmethod
     def define_schema(cls):
         options = model_file_options(FOLDERS)
-        return io.Schema(
+        return schema(
             node_id="DB_LoadTextEncoder", display_name="Load Text Encoder", category=CATEGORY,
+            search_aliases=['clip loader', 'load clip', 'text encoder'],
             description="Load the CLIP text encoder(s) of SD1.x, SD2.x, SDXL or the pack's bundled model from a checkpoint or from standalone text "
                         "encoder files (any key naming); the family is read from the weights' shapes.",
             inputs=[
@@ -95,11 +101,12 @@ class LoadTextEncoder(io.ComfyNode):
         return io.NodeOutput(LoadedTextEncoder(encoder, patcher, " + ".join(p.split("/")[-1] for p in paths)))
 
 
-class EncodeText(io.ComfyNode):
+class EncodeText(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_EncodeText", display_name="Encode Text", category=CATEGORY,
+            search_aliases=['clip text encode', 'prompt', 'conditioning'],
             description="Turn a prompt into CONDITIONING for any sampler: (words:1.3) weights, \\( \\) escapes, "
                         "embedding:name, and prompts longer than 75 tokens in windows, exactly as ComfyUI reads them.",
             inputs=[
@@ -116,12 +123,13 @@ class EncodeText(io.ComfyNode):
         return io.NodeOutput(conditioning(cond, pooled))
 
 
-class EncodeTextSDXL(io.ComfyNode):
+class EncodeTextSDXL(CheckedNode):
     @classmethod
     def define_schema(cls):
         size = dict(min=0, max=MAX_RESOLUTION, step=8)
-        return io.Schema(
+        return schema(
             node_id="DB_EncodeTextSDXL", display_name="Encode Text (SDXL)", category=CATEGORY,
+            search_aliases=['clip text encode sdxl', 'prompt', 'conditioning'],
             description="SDXL's conditioning: CLIP-L and bigG penultimate layers side by side, bigG's pooled output, and "
                         "the image size, crop and target size SDXL was trained to be told (Podell et al. 2023).",
             inputs=[
@@ -148,11 +156,12 @@ class EncodeTextSDXL(io.ComfyNode):
         return io.NodeOutput(conditioning(cond, pooled, **sizes))
 
 
-class ShowTokens(io.ComfyNode):
+class ShowTokens(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_ShowTokens", display_name="Show Tokens", category="diffusion_blocks/views",
+            search_aliases=['tokenizer', 'tokens', 'prompt weights'],
             description="Draw a prompt as CLIP reads it: its tokens, each token's weight, the 75-token windows and the "
                         "spans moved or cut at their edges, embeddings, and any syntax problems.",
             inputs=[

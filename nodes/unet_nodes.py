@@ -12,6 +12,8 @@ from ..networks.unet_loading import load_unet
 from ..pipeline import predict_noise
 from ..views.grid import image_grid
 from ..views.latents import noise_picture
+from .checks import CheckedNode
+from .compat import schema
 from .images import to_image_tensor
 from .model_files import PACK_FOLDER, model_file_options, resolve_model_file
 from .wires import UNET, checked_latent, latent_picture_for, pixel_size, ready, text_condition
@@ -20,11 +22,12 @@ CATEGORY = "diffusion_blocks/unet"
 FOLDERS = (PACK_FOLDER, "checkpoints", "diffusion_models")
 
 
-class LoadUNet(io.ComfyNode):
+class LoadUNet(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_LoadUNet", display_name="Load U-Net", category=CATEGORY,
+            search_aliases=['unet loader', 'diffusion model', 'load model', 'noise predictor'],
             description="Load a Stable Diffusion U-Net (SD1.x, SD2.x, SDXL base or refiner) or the pack's bundled "
                         "text-to-image model into the pack's own noise predictor, from a full checkpoint or a "
                         "U-Net-only file. The architecture is read "
@@ -61,11 +64,12 @@ class LoadUNet(io.ComfyNode):
         return io.NodeOutput(patcher)
 
 
-class PredictNoise(io.ComfyNode):
+class PredictNoise(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_PredictNoise", display_name="Predict Noise", category=CATEGORY,
+            search_aliases=['noise prediction', 'eps', 'denoiser'],
             description="What the noise predictor does, in one picture: noise of level sigma is added to a latent, "
                         "the network guesses that noise, and subtracting the guess gives its estimate of the clean "
                         "image. Shows clean input, noisy input, predicted noise and predicted clean side by side.",

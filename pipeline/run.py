@@ -5,6 +5,7 @@ from typing import NamedTuple
 import torch
 
 from ..networks.prediction import Cond
+from .finite import check_cfg, explain_non_finite, is_finite
 from .guidance import Guided
 from .noise import Seed, noisy_start, start_noise
 
@@ -66,10 +67,27 @@ def generate(denoiser, sampler: Callable, sigmas: torch.Tensor, latent: torch.Te
              options: dict | None = None, callback: Callable | None = None, record: bool = False,
              wrap: Callable | None = None) -> Sampled:
     """Guided sampling with a Denoiser from a latent in its family's latent units to latents in the same units (the
-    trajectory stays in network units). `wrap` may dress the guided model for a host's samplers."""
+    trajectory stays in network units). `wrap` may dress the guided model for a host's samplers. The denoised estimate
+    must be finite at the first step and at the end; when it is not, the error names the likeliest cause."""
+    cfg = check_cfg(cfg)
     fmt = denoiser.family.latent
     model = Guided(denoiser, cond, uncond, cfg, device=device)
     x0 = fmt.to_network(latent.float().to(device))
-    out = sample(sampler, wrap(model) if wrap else model, x0, sigmas, seed, callback=callback, options=options,
+    conds = {"positive": cond, "negative": uncond if cfg != 1.0 else None}
+
+    def explain(where):
+        return explain_non_finite(denoiser, where, sigmas=torch.as_tensor(sigmas).reshape(-1), latent=x0, conds=conds,
+                                  cfg=cfg)
+
+    def watch(info):
+        if info["i"] == 0 and not is_finite(info["denoised"]):
+            sigma = float(torch.as_tensor(info["sigma"]).reshape(-1)[0])
+            raise ValueError(explain(f"at the first step (sigma {sigma:g})"))
+        if callback is not None:
+            callback(info)
+
+    out = sample(sampler, wrap(model) if wrap else model, x0, sigmas, seed, callback=watch, options=options,
                  record=record)
+    if not is_finite(out.samples, out.denoised):
+        raise ValueError(explain("at the end"))
     return Sampled(fmt.from_network(out.samples.float()), fmt.from_network(out.denoised.float()), out.trajectory)

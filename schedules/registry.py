@@ -7,7 +7,8 @@ from functools import partial
 import torch
 
 from . import sampling
-from .validation import check_choice, check_denoise, check_options, check_positive, check_sigma_range, check_steps
+from .validation import (check_choice, check_denoise, check_options, check_positive, check_schedule_output,
+                         check_sigma_range, check_steps)
 
 RANGE = ("sigma_min", "sigma_max")
 
@@ -128,7 +129,20 @@ def get_sigmas(name: str, steps: int, model=None, sigma_min: float | None = None
     sigmas = spec.fn(steps if denoise == 1 else int(steps / denoise), **inputs, **options)
     if denoise < 1:
         sigmas = sigmas[-(steps + 1) :]
-    return sigmas.to(device="cpu", dtype=torch.float32).contiguous()
+    sigmas = sigmas.to(device="cpu", dtype=torch.float32).contiguous()
+    given = {bound: value for bound, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)) if value is not None}
+    return check_schedule_output(sigmas, repr(name), _suspects(spec, params, given, model))
+
+
+def _suspects(spec, params, given_bounds, model):
+    """The inputs a bad schedule most likely comes from: options changed from their defaults and noise bounds given,
+    else every option and the model whose noise table or range was read."""
+    changed = {**{k: v for k, v in params.items() if v != spec.params[k]}, **given_bounds}
+    if changed:
+        return changed
+    reads_model = model is not None and (spec.needs_table or bool(spec.bounds))
+    return {**{k: v for k, v in spec.params.items() if v is not None},
+            **({"model": type(model).__name__} if reads_model else {})}
 
 
 def _schedule_inputs(name, spec, model, sigma_min, sigma_max):

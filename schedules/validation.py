@@ -96,3 +96,24 @@ def check_descending(sigmas, name="sigmas"):
     if (sigmas[1:] >= sigmas[:-1]).any():
         raise ValueError(f"{name} must be strictly descending, got {sigmas.tolist()}")
     return sigmas
+
+
+def check_schedule_output(sigmas, schedule, suspects):
+    """A schedule's own output as it promises it: finite, non-negative, never rising. `suspects` maps the inputs that
+    most likely caused a failure to their values; the error names them."""
+    culprits = ", ".join(suspects) or "steps"
+    given = ", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+                      for name, value in suspects.items())
+    at = f" with {given}" if given else ""
+    if not torch.isfinite(sigmas).all():
+        kind = "infinite" if not torch.isnan(sigmas).any() else "NaN"
+        raise ValueError(f"{culprits}: the {schedule} schedule gives {kind} noise levels{at} (the numbers overflow); "
+                         f"use smaller values")
+    if (sigmas < 0).any():
+        raise ValueError(f"{culprits}: the {schedule} schedule gives negative noise levels{at}")
+    rising = torch.nonzero(sigmas[1:] > sigmas[:-1]).flatten()
+    if rising.numel():
+        k = int(rising[0])
+        raise ValueError(f"{culprits}: the {schedule} schedule rises from {float(sigmas[k]):g} to "
+                         f"{float(sigmas[k + 1]):g} at step {k + 1}{at}; a schedule must descend")
+    return sigmas

@@ -18,6 +18,10 @@ def plot_sigmas(series, labels, width=768, height=512, log_scale=True, title="No
     if not series:
         raise ValueError("plot_sigmas: give at least one sigma sequence")
     series = [np.asarray(s, dtype=np.float64).reshape(-1) for s in series]
+    for index, sigmas in enumerate(series):
+        if not np.isfinite(sigmas).all():
+            label = labels[index] if index < len(labels) else f"series {index + 1}"
+            raise ValueError(f"{label}: holds NaN or infinite noise levels, which have no place on a plot")
     scale = max(1.0, height / 512)
     font = ImageFont.load_default(size=round(15 * scale))
     small = ImageFont.load_default(size=round(13 * scale))
@@ -32,10 +36,11 @@ def plot_sigmas(series, labels, width=768, height=512, log_scale=True, title="No
     if positive.size == 0:
         positive = np.ones(1)
     if log_scale:
-        low = 10 ** math.floor(math.log10(positive.min()))
-        high = 10 ** math.ceil(math.log10(positive.max()))
+        low_exponent = max(math.floor(math.log10(positive.min())), -300)  # decades a float64 can hold
+        high_exponent = min(max(math.ceil(math.log10(positive.max())), low_exponent + 1), 308)
+        low, high = 10.0**low_exponent, 10.0**high_exponent
         to_y = _log(low, high, bottom, top)
-        y_ticks = [10.0**e for e in range(round(math.log10(low)), round(math.log10(high)) + 1)]
+        y_ticks = [10.0**e for e in range(low_exponent, high_exponent + 1)]
     else:
         high = _nice_ceiling(max(s.max() for s in series))
         to_y = _linear(0.0, high, bottom, top)
@@ -97,7 +102,7 @@ def _text(draw, xy, text, font, anchor):
 
 
 def _linear(a, b, pa, pb):
-    return lambda v: pa + (v - a) * (pb - pa) / (b - a)
+    return lambda v: pa + (v - a) / (b - a) * (pb - pa)  # divided first: huge values do not overflow
 
 
 def _log(a, b, pa, pb):
@@ -114,8 +119,8 @@ def _step_ticks(steps):
 def _nice_ceiling(value):
     if value <= 0:
         return 1.0
-    magnitude = 10 ** math.floor(math.log10(value))
-    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= value)
+    magnitude = 10.0 ** math.floor(math.log10(value))
+    return next((m * magnitude for m in (1, 2, 2.5, 5, 10) if value <= m * magnitude < math.inf), value)
 
 
 def _format_tick(value):

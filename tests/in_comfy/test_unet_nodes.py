@@ -74,7 +74,7 @@ def test_loader_loads_through_comfyui_memory_management(nodes, model_folders):
 
 
 def test_loader_errors_name_the_file(nodes, model_folders):
-    with pytest.raises(ValueError, match="is not in diffusion_blocks or checkpoints or diffusion_models"):
+    with pytest.raises(ValueError, match="^unet_name: 'loras/x.safetensors' is not one of its options"):
         run_node(nodes["DB_LoadUNet"], unet_name="loras/x.safetensors", weight_dtype="default", prediction="auto", zero_snr="auto")
     with pytest.raises(ValueError, match="needs v or x0 prediction"):
         run_node(nodes["DB_LoadUNet"], unet_name="diffusion_models/small_unet.safetensors", weight_dtype="default",
