@@ -3,7 +3,10 @@ import comfy.model_management
 import torch
 from comfy_api.latest import io
 
+from ..pipeline.budget import check_latent_size
 from ..views.pixels import image_to_pixels, pixels_to_image
+from .checks import CheckedNode
+from .compat import schema
 from .wires import UNET
 
 CATEGORY = "diffusion_blocks/latent"
@@ -20,11 +23,12 @@ def empty_latent_shape(denoiser, width: int, height: int, batch_size: int) -> tu
     return (batch_size, denoiser.network.config.in_channels, height // step, width // step)
 
 
-class EmptyLatent(io.ComfyNode):
+class EmptyLatent(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_EmptyLatent", display_name="Empty Latent", category=CATEGORY,
+            search_aliases=['empty latent image', 'blank latent', 'image size'],
             description="An all-zero latent of the shape the U-Net works on: RGB pixels at full size for a "
                         "pixel-space network, 4-channel latents at 1/8 of the size for Stable Diffusion. Sampling "
                         "adds the noise.",
@@ -39,14 +43,18 @@ class EmptyLatent(io.ComfyNode):
     @classmethod
     def execute(cls, unet, width, height, batch_size) -> io.NodeOutput:
         shape = empty_latent_shape(unet.model, width, height, batch_size)
-        return io.NodeOutput({"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())})
+        device = comfy.model_management.intermediate_device()
+        check_latent_size(shape, comfy.model_management.get_free_memory(device),  # before allocating
+                          pixels_per_latent=unet.model.family.latent.pixels_per_latent)
+        return io.NodeOutput({"samples": torch.zeros(shape, device=device)})
 
 
-class LatentToImage(io.ComfyNode):
+class LatentToImage(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_LatentToImage", display_name="Latent to Image", category=CATEGORY,
+            search_aliases=['decode', 'latent to pixels'],
             description="For pixel-space models, whose latent is the picture: maps [-1, 1] to ComfyUI's [0, 1] "
                         "IMAGE (img = (x + 1) / 2, clamped). SD latents need VAE Decode instead.",
             inputs=[io.Latent.Input("latent", tooltip="A pixel-space latent: 3 channels in [-1, 1].")],
@@ -61,11 +69,12 @@ class LatentToImage(io.ComfyNode):
         return io.NodeOutput(pixels_to_image(samples))
 
 
-class ImageToLatent(io.ComfyNode):
+class ImageToLatent(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_ImageToLatent", display_name="Image to Latent", category=CATEGORY,
+            search_aliases=['encode', 'pixels to latent', 'image to image', 'img2img'],
             description="For pixel-space models: the picture as their latent, [0, 1] mapped to [-1, 1] "
                         "(x = 2 img - 1). Start image-to-image from it with a schedule that begins below the top.",
             inputs=[io.Image.Input("image", tooltip="A picture (its RGB channels are used).")],

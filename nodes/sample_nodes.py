@@ -1,12 +1,16 @@
 """Sampling with the pack's U-Net, and watching it: Sample, Denoising Trajectory, Add Noise.
 
 Each node adapts ComfyUI's wires (nodes/wires.py) and calls the one pipeline (pipeline/)."""
+import comfy.model_management
 from comfy_api.latest import io
 
 from ..pipeline import evenly_spaced, generate, noisy_start, start_noise
-from ..views.grid import image_grid
+from ..pipeline.budget import check_sampling_size
+from ..views.grid import check_grid_size, image_grid
 from ..views.latents import latent_picture, noisy_picture
 from ..views.pixels import image_to_pixels
+from .checks import CheckedNode
+from .compat import schema
 from .images import to_image_tensor
 from .wires import (UNET, as_k_model, checked_latent, checked_sampler, latent_picture_for, pixel_size,
                     progress_with_previews, ready, text_condition, to_latent, vae_decoder)
@@ -50,8 +54,9 @@ def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negati
     if sigmas is None or sigmas.numel() == 0:
         raise ValueError("sigmas: empty; connect a schedule")
     fn, options = checked_sampler(sampler)
+    samples = checked_latent(latent, unet.model)
+    check_memory(unet, samples, cfg, recorded_steps=sigmas.numel() - 1 if record else 0)
     denoiser, device = ready(unet)
-    samples = checked_latent(latent, denoiser)
     size = pixel_size(denoiser, samples)
     cond = text_condition(positive, denoiser, size)
     uncond = text_condition(negative, denoiser, size, negative=True)
@@ -61,11 +66,21 @@ def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negati
     return sampled, denoiser
 
 
-class Sample(io.ComfyNode):
+def check_memory(unet, samples, cfg, recorded_steps=0) -> None:
+    """Refuse, before loading anything, a run whose working memory exceeds what ComfyUI reports free on the U-Net's
+    device (the rough bound of pipeline/budget.py)."""
+    denoiser = unet.model
+    check_sampling_size(samples.shape, denoiser.network.config.model_channels,
+                        comfy.model_management.get_free_memory(unet.load_device), guided=cfg != 1.0,
+                        recorded_steps=recorded_steps, pixels_per_latent=denoiser.family.latent.pixels_per_latent)
+
+
+class Sample(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_Sample", display_name="Sample", category=CATEGORY,
+            search_aliases=['ksampler', 'sampling', 'generate', 'denoise', 'sampler custom'],
             description="Make an image with the pack's U-Net: start from noise of the first sigma (added to the "
                         "latent), and let the sampler remove a little noise at each level of the schedule, the "
                         "noise predictor guided by the prompts. Works with the pack's samplers and ComfyUI's own.",
@@ -80,11 +95,12 @@ class Sample(io.ComfyNode):
         return io.NodeOutput(to_latent(sampled.samples, latent), to_latent(sampled.denoised, latent))
 
 
-class DenoisingTrajectory(io.ComfyNode):
+class DenoisingTrajectory(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_DenoisingTrajectory", display_name="Denoising Trajectory", category=CATEGORY,
+            search_aliases=['preview steps', 'intermediate steps', 'predicted x0', 'denoising steps'],
             description="Sample like Sample, and show the way there: at each step the noisy sample (top row) and "
                         "the network's guess of the clean image (bottom row), with the step and noise level under "
                         "each picture. The guess sharpens long before the noise is gone.",
@@ -103,6 +119,9 @@ class DenoisingTrajectory(io.ComfyNode):
     @classmethod
     def execute(cls, unet, sampler, sigmas, latent, seed, cfg, steps_shown, noisy_view, cell_size,
                 positive=None, negative=None, vae=None) -> io.NodeOutput:
+        if cell_size and sigmas is not None:  # refuse an oversized grid before sampling (two pictures per step)
+            check_grid_size(len(evenly_spaced(sigmas.numel() - 1, steps_shown)), cell_size,
+                            layout=lambda n: (2 * n, n), shown_input="steps_shown")
         sampled, denoiser = run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive, negative, record=True)
         picture = latent_picture_for(denoiser, vae)
         steps = sampled.trajectory.steps
@@ -115,11 +134,12 @@ class DenoisingTrajectory(io.ComfyNode):
         return io.NodeOutput(to_image_tensor(grid), to_latent(sampled.samples, latent), to_latent(sampled.denoised, latent))
 
 
-class AddNoise(io.ComfyNode):
+class AddNoise(CheckedNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
             node_id="DB_AddNoise", display_name="Add Noise", category=CATEGORY,
+            search_aliases=['forward process', 'noising', 'forward diffusion'],
             description="The forward process: the same noise added to a picture at each noise level of a schedule, "
                         "x = x0 + sigma * noise, side by side with sigma under each. Sampling walks this backwards.",
             inputs=[
@@ -156,6 +176,7 @@ class AddNoise(io.ComfyNode):
                 picture = latent_picture(vae_decoder(vae))
         else:
             raise ValueError("image: connect an image or a latent to add noise to")
+        check_grid_size(sigmas.numel(), cell_size or max(x0.shape[-2:]), shown_input="sigmas")  # before drawing
         noise = start_noise(x0.shape, seed)
         show = noisy_picture(picture, unit_variance=noisy_view == NOISY_VIEWS[1])
         levels = [float(s) for s in sigmas.reshape(-1)]

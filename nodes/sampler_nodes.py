@@ -2,12 +2,18 @@
 import math
 from dataclasses import dataclass
 
+import comfy.model_sampling
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..samplers import SAMPLER_SPECS, SAMPLERS, sampler_options
+from ..samplers import SAMPLER_SPECS, SAMPLERS, NoiseModel, sampler_options
+from ..samplers.dpm_solver import DEFAULT_MAX_CALLS
+from .checks import CheckedNode
+from .compat import schema
 
 CATEGORY = "diffusion_blocks/samplers"
+# What people type to find a sampler node (ComfyUI 0.33 searches these; with each family's sampler names).
+SEARCH_ALIASES = ("sampler", "k-diffusion", "solver", "ksampler")
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ OPTION_WIDGETS = {
     "corrector_order": _int(4, 0, 6, "corrector_order: Adams corrector order of SA-Solver (0: no corrector)."),
     "rtol": _float(0.05, 0.0001, 1.0, 0.001, "rtol: relative error allowed per adaptive step (smaller: more steps)."),
     "atol": _float(0.0078, 0.0001, 1.0, 0.0001, "atol: absolute error allowed per adaptive step."),
+    "max_calls": _int(DEFAULT_MAX_CALLS, 3, 10_000, "max_calls: the most model calls an adaptive run may make; a run "
+                                                     "whose rtol/atol need more stops with an error saying so (about "
+                                                     "3 calls per step)."),
 }
 ORDER_OPTION_NAMES = ("order", "max_order")  # the multistep samplers call their order one of these
 
@@ -71,7 +80,7 @@ FAMILIES = (
     Family("DB_SASolverSampler", "SA-Solver Sampler", ("sa_solver", "sa_solver_pece"),
            ("eta", "s_noise", "predictor_order", "corrector_order"),
            "Stochastic Adams predictor-corrector (Xue et al. 2023); PECE calls the model again at each corrected point."),
-    Family("DB_AdaptiveSampler", "Adaptive DPM Sampler", ("dpm_adaptive",), ("rtol", "atol", "eta", "s_noise"),
+    Family("DB_AdaptiveSampler", "Adaptive DPM Sampler", ("dpm_adaptive",), ("rtol", "atol", "eta", "s_noise", "max_calls"),
            "DPM-Solver with adaptive step size (Lu et al. 2022): ignores the schedule's steps, keeps the error under rtol/atol."),
 )
 
@@ -116,23 +125,55 @@ def options_for(name, widgets):
     return options
 
 
+def model_options(name, model_sampling):
+    """The options of sampler `name` that depend on the model it runs, read from ComfyUI's model sampling: the noise
+    model (rectified flow for ComfyUI's CONST: SD3, FLUX, AuraFlow, Wan; its sigma_top where ComfyUI starts its
+    log-SNR samplers) and SA-Solver's noise band (20 % to 80 % of the way, as ComfyUI's sa_solver takes it)."""
+    options = {}
+    percent_to_sigma = getattr(model_sampling, "percent_to_sigma", None)
+    if isinstance(model_sampling, comfy.model_sampling.CONST):
+        top = float(percent_to_sigma(1e-4)) if percent_to_sigma else NoiseModel("flow").sigma_top
+        options["noise_model"] = NoiseModel("flow", sigma_top=top)
+    if percent_to_sigma and {"sde_sigma_max", "sde_sigma_min"} <= set(sampler_options(name)):
+        options["sde_sigma_max"], options["sde_sigma_min"] = float(percent_to_sigma(0.2)), float(percent_to_sigma(0.8))
+    return options
+
+
+class PackSampler(comfy.samplers.KSAMPLER):
+    """ComfyUI's KSAMPLER around one of our samplers that, when it runs, tells the sampler about the model it drives
+    (model_options): the sampler function and the options the node chose stay as they are."""
+
+    def __init__(self, name, extra_options):
+        super().__init__(SAMPLERS[name], extra_options=extra_options)
+        self.name = name
+
+    def sample(self, model_wrap, *args, **kwargs):
+        patcher = getattr(model_wrap, "model_patcher", None)
+        sampling = (patcher.get_model_object("model_sampling") if patcher is not None
+                    else model_wrap.inner_model.model_sampling)
+        options = {**model_options(self.name, sampling), **self.extra_options}
+        run = comfy.samplers.KSAMPLER(self.sampler_function, options, self.inpaint_options)
+        return run.sample(model_wrap, *args, **kwargs)
+
+
 def make_sampler(name, **options):
-    """A native ComfyUI SAMPLER that runs one of our samplers."""
-    return comfy.samplers.KSAMPLER(SAMPLERS[name], extra_options=options)
+    """A native ComfyUI SAMPLER that runs one of our samplers, right for the model it runs (flow or not)."""
+    return PackSampler(name, options)
 
 
 def make_sampler_node(family):
     """A ComfyUI node class for one sampler family."""
     single = len(family.names) == 1
 
-    class SamplerNode(io.ComfyNode):
+    class SamplerNode(CheckedNode):
         @classmethod
         def define_schema(cls):
             description = family.description + (" " + _describe(family.names) if single else "")
-            return io.Schema(node_id=family.node_id, display_name=family.display_name, category=CATEGORY,
-                             description=description, inputs=_schema_inputs(family),
-                             outputs=[io.Sampler.Output(display_name="sampler",
-                                                        tooltip="Connect to SamplerCustom / SamplerCustomAdvanced or our Sample node.")])
+            return schema(node_id=family.node_id, display_name=family.display_name, category=CATEGORY,
+                          search_aliases=[*SEARCH_ALIASES, *family.names],
+                          description=description, inputs=_schema_inputs(family),
+                          outputs=[io.Sampler.Output(display_name="sampler",
+                                                     tooltip="Connect to SamplerCustom / SamplerCustomAdvanced or our Sample node.")])
 
         @classmethod
         def execute(cls, sampler=None, **widgets) -> io.NodeOutput:

@@ -8,11 +8,14 @@ given sigmas they use only the end points: sigmas[0] and the last nonzero sigma.
 they stop at that last nonzero sigma (no final jump to sigma = 0).
 """
 import math
+import numbers
 
 import torch
 
 from .common import SamplerSpec, ancestral_step, prepare, report
 from .exponential import h_phi, lambda_of, sigma_of
+
+DEFAULT_MAX_CALLS = 500  # dpm_adaptive's bound on model calls: ~170 steps of order 3, far above its usual 20-60
 
 
 def _end_points(sigmas):
@@ -146,16 +149,38 @@ class PIDStepController:
 @torch.no_grad()
 def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, rtol=0.05, atol=0.0078,
                  h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81, eta=0.0, s_noise=1.0,
-                 noise_sampler=None):
-    """DPM-Solver-12 / -23 with adaptive step size (Lu et al. 2022, Sec. 3.4): the steps follow rtol / atol."""
+                 noise_sampler=None, max_calls=DEFAULT_MAX_CALLS):
+    """DPM-Solver-12 / -23 with adaptive step size (Lu et al. 2022, Sec. 3.4): the steps follow rtol / atol.
+
+    At most `max_calls` model calls: a run that needs more stops with an error naming max_calls, rtol and atol (a
+    half-denoised picture returned as if finished would be a silent wrong result). Progress is reported in the
+    schedule's own steps (`i` from 0 to len(sigmas) - 2) as the share of the log-noise range covered or of max_calls
+    used, whichever is larger, so a host's progress bar moves while the steps are many.
+    """
     if len(sigmas) <= 1:
         return x
     if order not in (2, 3):
         raise ValueError("order must be 2 or 3")
+    if isinstance(max_calls, bool) or not isinstance(max_calls, numbers.Integral) or max_calls < order:
+        raise ValueError(f"max_calls: expected a whole number of at least {order} (one step of order {order} takes "
+                         f"{order} model calls), got {max_calls!r}")
     extra_args, noise_sampler, _ = prepare(x, extra_args, noise_sampler)
-    eps_fn = _eps_fn(model, x, extra_args)
+    calls = 0
+
+    def counted(x, sigma, **kwargs):
+        nonlocal calls
+        calls += 1
+        return model(x, sigma, **kwargs)
+
+    eps_fn = _eps_fn(counted, x, extra_args)
     sigma_start, sigma_end = _end_points(sigmas)
     lam, lam_end = lambda_of(sigma_start), lambda_of(sigma_end)
+    lam_start, steps = float(lam), len(sigmas) - 1
+
+    def progress_step():
+        """The schedule step whose share of the run matches the progress made (never past the last)."""
+        covered = (float(lam) - lam_start) / (float(lam_end) - lam_start)
+        return min(steps - 1, int(max(covered, calls / max_calls) * steps))
     forward = lam_end > lam
     if eta and not forward:
         raise ValueError("eta must be 0 when sampling towards higher noise")
@@ -164,13 +189,18 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
     pid = PIDStepController(abs(h_init) * (1 if forward else -1), pcoeff, icoeff, dcoeff, 1.5 if eta else order,
                             accept_safety)
     x_prev = x
-    i, eps = 0, None
+    eps = None
     while lam < lam_end - 1e-5 if forward else lam > lam_end + 1e-5:
+        if calls + (order - 1) + (eps is None) > max_calls:
+            raise ValueError(f"max_calls: dpm_adaptive used {calls} of its {max_calls} model calls and reached sigma "
+                             f"{float(sigma_of(lam)):.4g}, not yet the last sigma {float(sigma_end):.4g}: rtol "
+                             f"{rtol:g} and atol {atol:g} ask for more steps than that; raise max_calls or loosen "
+                             f"rtol / atol")
         lam_next = torch.minimum(lam_end, lam + pid.h) if forward else torch.maximum(lam_end, lam + pid.h)
         lam_down, sigma_up = _ancestral_target(lam, lam_next, lam_end, eta)
         if eps is None:  # a rejected step retries from the same (x, lambda): reuse its evaluation
             eps, denoised = eps_fn(x, lam)
-            report(callback, i, x, sigma_of(lam), sigma_of(lam), denoised)
+            report(callback, progress_step(), x, sigma_of(lam), sigma_of(lam), denoised)
         x_high, x_low = _dpm_solver_step(eps_fn, x, eps, lam, lam_down, order)
         delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
         error = torch.linalg.vector_norm((x_high - x_low) / delta) / x.numel() ** 0.5
@@ -179,7 +209,7 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
             x = x_high
             if eta:
                 x = x + noise_sampler(sigma_of(lam), sigma_of(lam_next)) * s_noise * sigma_up
-            lam, eps, i = lam_next, None, i + 1
+            lam, eps = lam_next, None
     return x
 
 
@@ -191,5 +221,5 @@ SPECS = {
     "dpm_adaptive": SamplerSpec(
         fn=dpm_adaptive, calls_per_step=3.0, order=3, stochastic=False,
         summary="DPM-Solver-23 with adaptive step size: picks its own steps from rtol/atol between the first "
-                "and last nonzero sigma; model calls vary (about 3 per accepted step)."),
+                "and last nonzero sigma; model calls vary (about 3 per accepted step), at most max_calls."),
 }
