@@ -17,7 +17,7 @@ SD_LATENTS = UNetConfig(in_channels=4, out_channels=4, **TINY)
 SDXL_LIKE = UNetConfig(in_channels=4, out_channels=4, adm_in_channels=2816, **TINY)
 SIZE, SEED, CFG = 16, 7, 3.0
 PADDING, CAPTION = 8, 22  # views.grid's padding, and its caption band for cells under 216 pixels (12 pt + 10)
-NEW_NODES = {"DB_Sample", "DB_DenoisingTrajectory", "DB_AddNoise", "DB_NoisePredictorAsModel", "DB_EmptyLatent",
+NEW_NODES = {"DB_Sample", "DB_DenoisingTrajectory", "DB_AddNoise", "DB_NoisePredictorAsModel", "DB_EmptyLatent", "DB_CompareAtEqualCost",
              "DB_LatentToImage", "DB_ImageToLatent"}
 
 
@@ -335,3 +335,21 @@ def test_comfyuis_model_patches_apply_to_the_native_model(nodes, unet_files):
     plain, _ = sample(nodes, unet, our_sampler("euler"), sigmas)
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(theirs, plain["samples"], atol=1e-3)  # the patch did change the result
+
+
+def test_compare_at_equal_cost_draws_one_captioned_cell_per_sampler_and_schedule(nodes, unet_files):
+    unet = load(nodes)
+    inputs = dict(unet=unet, samplers="euler, heun, dpmpp_2s_ancestral", schedules="karras, exponential", calls=5,
+                  latent={"samples": torch.zeros(1, 3, SIZE, SIZE)}, seed=SEED, cfg=CFG, cell_size=SIZE,
+                  positive=text(1), negative=text(2))
+    grid, = run_node(nodes["DB_CompareAtEqualCost"], **inputs)
+    rows, columns = 3, 2
+    assert grid.shape[1:] == (PADDING + rows * (SIZE + CAPTION + PADDING), PADDING + columns * (SIZE + PADDING), 3)
+    again, = run_node(nodes["DB_CompareAtEqualCost"], **inputs)
+    assert torch.equal(grid, again)
+    with pytest.raises(ValueError, match="samplers: unknown name 'eulr'"):
+        run_node(nodes["DB_CompareAtEqualCost"], **{**inputs, "samplers": "euler, eulr"})
+    with pytest.raises(ValueError, match="samplers: 'dpm_adaptive' is adaptive"):
+        run_node(nodes["DB_CompareAtEqualCost"], **{**inputs, "samplers": "dpm_adaptive"})
+    with pytest.raises(ValueError, match="schedules: give at least one name"):
+        run_node(nodes["DB_CompareAtEqualCost"], **{**inputs, "schedules": " , "})
