@@ -6,6 +6,7 @@ into its custom_nodes/, so nothing in ComfyUI's own folder is touched.
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,8 @@ MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "embeddings
 # asleep: long spinning (the default) slowed each U-Net step several-fold when processes share two cores,
 # sleeping at once (PASSIVE alone) cost the shapes model a third of its speed in wake-ups between operators.
 OPENMP_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "20000"}
+# ComfyUI 0.33 colours every log line ("\x1b[32m[INFO]\x1b[0m ..."), even into a file; 0.3.75 writes plain text.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class WorkflowError(RuntimeError):
@@ -115,7 +118,9 @@ class ComfyServer:
                 self.process.wait()
 
     def log(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """What the server printed so far, as plain text (colour codes removed, level tags kept)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return ANSI_ESCAPE.sub("", text)
 
     def get(self, path):
         with urllib.request.urlopen(self.url + path, timeout=30) as response:

@@ -4,23 +4,34 @@ Each SaveImage of a workflow gives one picture, named after its filename prefix.
 checkpoint: pass a real one with --checkpoint; without it they run on the tests' random-weight SD1.x
 checkpoint at 128x128 pixels, and their pictures are named <output>_random_weights.png (they show that the
 workflow runs, not what SD1.x draws). Pictures are re-saved without ComfyUI's metadata and shrunk under 300 KB.
-Run: .venv/bin/python scripts/render_docs.py [--checkpoint path/to/v1-5.safetensors] [workflow ...]
+The same run writes each example workflow's thumbnail, example_workflows/<name>.jpg (its first picture, which
+ComfyUI's template browser shows on the workflow's card; marked "random test weights" where that is what drew it;
+a workflow with ComfyUI-Distributed's nodes is drawn as a master without workers draws it, its own picture),
+and the pack's icon, docs/icon.png: the bundled model's `make demo` picture at four moments of sampling, from noise
+to picture, as 2x2 blocks (drawn with the pack's own pipeline, no ComfyUI).
+Run: .venv/bin/python scripts/render_docs.py [--checkpoint path/to/v1-5.safetensors] [--only WHAT] [workflow ...]
 """
 import argparse
 import json
 import re
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from diffusion_blocks.devtools.paths import PACK_ROOT
 from diffusion_blocks.devtools.server import ComfyServer
 from diffusion_blocks.devtools.sd_checkpoint import install_checkpoint
 
-API = PACK_ROOT / "example_workflows" / "api"
+WORKFLOWS = PACK_ROOT / "example_workflows"
+API = WORKFLOWS / "api"
 DOCS = PACK_ROOT / "docs"
 LIMIT = 300_000
 RANDOM_SIZE = 128
+THUMBNAIL_SIZE = 384  # longest side of a template card's picture, in pixels
+ICON_SIZE = 256  # the registry's icon: square, at most 400 x 400
+ICON_PROMPT, ICON_SEED = "a red circle left of a blue square on a white background", 0  # the `make demo` picture
+# ComfyUI-Distributed's nodes, and the input each passes through on a master without workers (its own picture).
+PASS_THROUGH = {"DistributedSeed": "seed", "DistributedCollector": "images"}
 
 
 def checkpoint_names(workflow):
@@ -55,9 +66,70 @@ def save_small(source, target, limit=LIMIT):
         picture = picture.resize((picture.width // 2, picture.height // 2), Image.LANCZOS)
 
 
-def render(server, name, checkpoint):
-    """Run one API workflow; returns the docs pictures it wrote."""
-    workflow = json.loads((API / f"{name}.json").read_text())
+def save_thumbnail(source, target, note=""):
+    """A workflow's picture as a template thumbnail: JPEG, longest side THUMBNAIL_SIZE, an optional note along the top."""
+    picture = Image.open(source).convert("RGB")
+    picture.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.LANCZOS)
+    if note:
+        draw = ImageDraw.Draw(picture)
+        left, top, right, bottom = draw.textbbox((0, 0), note)
+        draw.rectangle((0, 0, right - left + 8, bottom - top + 8), fill=(255, 255, 255))
+        draw.text((4 - left, 4 - top), note, fill=(0, 0, 0))
+    picture.save(target, "JPEG", quality=85, optimize=True)
+    return target
+
+
+def draw_icon(target, size=ICON_SIZE, steps=20, shown=(0, 11, 13, 19)):
+    """The pack's icon: one picture of the bundled model at four moments of sampling (noisy sample x scaled to unit
+    variance, as the network sees it), from pure noise to the picture, in 2x2 blocks with white gutters."""
+    import torch
+
+    from diffusion_blocks.networks import load_text_encoder, load_unet
+    from diffusion_blocks.networks.prediction import Cond, Denoiser
+    from diffusion_blocks.pipeline import generate
+    from diffusion_blocks.samplers import SAMPLERS
+    from diffusion_blocks.schedules import get_sigmas
+    from diffusion_blocks.views.latents import channels_picture
+
+    bundled = PACK_ROOT / "models" / "diffusion_blocks_shapes.safetensors"
+    unet, encoder = load_unet(bundled), load_text_encoder(bundled)
+    denoiser = Denoiser(unet)
+    with torch.no_grad():
+        cond, uncond = Cond(encoder.encode(ICON_PROMPT)[0]), Cond(encoder.encode("")[0])
+        sigmas = get_sigmas("karras", steps, model=denoiser.schedule)
+        latent = torch.zeros(1, unet.config.in_channels, 64, 64)
+        out = generate(denoiser, SAMPLERS["dpmpp_2m"], sigmas, latent, ICON_SEED, cond=cond, uncond=uncond, cfg=5.0,
+                       record=True)
+    moments = [out.trajectory.steps[i] for i in shown[:-1]]
+    pictures = [channels_picture(s["x"] / (s["sigma"] ** 2 + 1) ** 0.5) for s in moments]
+    pictures.append(channels_picture(out.samples))
+    gutter = size // 32
+    cell = (size - 3 * gutter) // 2
+    icon = Image.new("RGB", (size, size), (255, 255, 255))
+    for k, picture in enumerate(pictures):
+        block = Image.fromarray((picture * 255).round().astype("uint8")).resize((cell, cell), Image.NEAREST)
+        icon.paste(block, (gutter + (k % 2) * (cell + gutter), gutter + (k // 2) * (cell + gutter)))
+    icon.save(target, optimize=True)
+    return target
+
+
+def on_one_machine(workflow, offered):
+    """The workflow as a master without workers runs it, where the server lacks ComfyUI-Distributed: each of the
+    extension's nodes (PASS_THROUGH) replaced by the input it passes on."""
+    for node_id, node in list(workflow.items()):
+        if node["class_type"] in PASS_THROUGH and node["class_type"] not in offered:
+            value = node["inputs"][PASS_THROUGH[node["class_type"]]]
+            for other in workflow.values():
+                for key, link in other["inputs"].items():
+                    if link == [node_id, 0]:
+                        other["inputs"][key] = value
+            del workflow[node_id]
+    return workflow
+
+
+def render(server, name, checkpoint, only=("pictures", "thumbnails")):
+    """Run one API workflow; returns the docs pictures and the thumbnail it wrote."""
+    workflow = on_one_machine(json.loads((API / f"{name}.json").read_text()), server.get("/object_info"))
     needs_sd1 = checkpoint_names(workflow)
     for ckpt in needs_sd1:
         link_checkpoint(server.base, checkpoint, ckpt)
@@ -65,9 +137,13 @@ def render(server, name, checkpoint):
         shrink_for_random_weights(workflow)
     suffix = "_random_weights" if needs_sd1 and checkpoint is None else ""
     written = []
-    for path in server.output_images(server.run(workflow)):
+    outputs = server.output_images(server.run(workflow))
+    for path in outputs if "pictures" in only else []:
         output = re.sub(r"_\d{5}_$", "", path.stem)
         written.append(save_small(path, DOCS / f"{output}{suffix}.png"))
+    if "thumbnails" in only and outputs and (WORKFLOWS / f"{name}.json").exists():
+        note = "random test weights" if suffix else ""
+        written.append(save_thumbnail(outputs[0], WORKFLOWS / f"{name}.jpg", note))
     return written
 
 
@@ -75,12 +151,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workflows", nargs="*", help="names in example_workflows/api (default: all)")
     parser.add_argument("--checkpoint", type=Path, help="a real SD1.x checkpoint for the SD1.x workflows")
+    parser.add_argument("--only", action="append", choices=("pictures", "thumbnails", "icon"),
+                        help="write only these (repeatable; default: the docs pictures, the thumbnails and the icon)")
     args = parser.parse_args()
+    only = tuple(args.only or ("pictures", "thumbnails", "icon"))
     names = args.workflows or sorted(p.stem for p in API.glob("*.json"))
     DOCS.mkdir(exist_ok=True)
+    if "icon" in only:
+        path = draw_icon(DOCS / "icon.png")
+        print(f"{path.relative_to(PACK_ROOT)}  ({path.stat().st_size // 1000} KB)", flush=True)
+    if not {"pictures", "thumbnails"} & set(only):
+        return
     with ComfyServer(PACK_ROOT / ".cache" / "docs-home") as server:
         for name in names:
-            for path in render(server, name, args.checkpoint):
+            for path in render(server, name, args.checkpoint, only):
                 print(f"{path.relative_to(PACK_ROOT)}  ({path.stat().st_size // 1000} KB, from {name})", flush=True)
 
 

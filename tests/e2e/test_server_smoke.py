@@ -9,8 +9,9 @@ pytestmark = pytest.mark.e2e
 
 
 def import_time_seconds(log):
-    """The import time ComfyUI printed for this pack ('   0.1 seconds: .../custom_nodes/diffusion_blocks')."""
-    match = re.search(rf"^\s*([\d.]+) seconds(?: \(IMPORT FAILED\))?: \S*custom_nodes/{PACK_NAME}\s*$", log, re.M)
+    """The import time ComfyUI printed for this pack ('   0.1 seconds: .../custom_nodes/diffusion_blocks'; ComfyUI 0.33
+    puts its level tag '[INFO]' in front)."""
+    match = re.search(rf"^(?:\[[A-Z]+\] )?\s*([\d.]+) seconds(?: \(IMPORT FAILED\))?: \S*custom_nodes/{PACK_NAME}\s*$", log, re.M)
     assert match, f"ComfyUI printed no import time for the pack:\n{log}"
     return float(match.group(1)), "IMPORT FAILED" in match.group(0)
 
