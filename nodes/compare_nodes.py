@@ -5,6 +5,7 @@ from comfy_api.latest import io
 from ..pipeline.equal_cost import compare_at_equal_cost
 from ..samplers import SAMPLER_SPECS, SAMPLERS
 from ..schedules import SCHEDULES
+from ..schedules.validation import check_choice
 from ..views.grid import image_grid
 from .checks import CheckedNode
 from .compat import schema
@@ -17,16 +18,18 @@ ADAPTIVE = ("dpm_adaptive",)  # its calls depend on the model's answers, so no b
 
 def names(text: str, known, input_name: str, refused=()) -> list[str]:
     """The comma-separated names of a text input, each one of `known` (and not `refused`)."""
-    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    chosen = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     if not chosen:
         raise ValueError(f"{input_name}: give at least one name, e.g. {', '.join(list(known)[:3])}")
     for name in chosen:
         if name in refused:
             raise ValueError(f"{input_name}: {name!r} is adaptive (its calls depend on the model), so it cannot be "
                              f"compared at a fixed cost")
-        if name not in known:
-            raise ValueError(f"{input_name}: unknown name {name!r}; expected some of {', '.join(known)}")
-    return list(dict.fromkeys(chosen))
+        try:
+            check_choice(name, known, "name")
+        except ValueError as error:
+            raise ValueError(f"{input_name}: {error}") from None
+    return chosen
 
 
 class CompareAtEqualCost(CheckedNode):
