@@ -12,7 +12,7 @@ from ..views.pixels import image_to_pixels
 from .checks import CheckedNode
 from .compat import schema
 from .images import to_image_tensor
-from .wires import (UNET, as_k_model, checked_latent, checked_sampler, latent_picture_for, pixel_size,
+from .wires import (UNET, as_k_model, checked_latent, checked_sampler, latent_picture_for, part_way, pixel_size,
                     progress_with_previews, ready, text_condition, to_latent, vae_decoder)
 
 CATEGORY = "diffusion_blocks/sampling"
@@ -33,10 +33,15 @@ def _sampling_inputs():
         io.Sigmas.Input("sigmas", tooltip="The noise levels to step through, highest first (a schedule node). The "
                                           "first decides how much noise is added to the latent."),
         io.Latent.Input("latent", tooltip="Where to start: an empty latent (Empty Latent) for a new image, or an "
-                                          "encoded image for image-to-image (noise of the first sigma is added)."),
+                                          "encoded image for image-to-image (noise of the first sigma is added). The "
+                                          "latent of a Sample whose schedule stopped at this schedule's first sigma "
+                                          "goes on where it stopped: no noise is added and its noise stream "
+                                          "continues; with the same sampler, two halves of a schedule give the "
+                                          "picture of the whole."),
         io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                     tooltip="Seed of the start noise and of stochastic samplers (drawn on the CPU: the same image "
-                             "on every device)."),
+                     tooltip="Seed of the start noise and of stochastic samplers' step noise (drawn on the CPU: the "
+                             "same image on every device). Item k of a batch is the image of seed + k. Not used when "
+                             "the latent continues a Sample that stopped part-way (its own seed goes on)."),
         io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
                        tooltip="Classifier-free guidance scale (Ho & Salimans 2022): how strongly the positive "
                                "prompt is followed against the negative. 1 disables guidance (one network call)."),
@@ -62,7 +67,8 @@ def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negati
     uncond = text_condition(negative, denoiser, size, negative=True)
     report = progress_with_previews(denoiser, device, sigmas.numel() - 1)
     sampled = generate(denoiser, fn, sigmas, samples, seed, cond=cond, uncond=uncond, cfg=cfg, device=device,
-                       options=options, callback=report, record=record, wrap=as_k_model(denoiser))
+                       options=options, callback=report, record=record, wrap=as_k_model(denoiser),
+                       resume=part_way(latent, sigmas))
     return sampled, denoiser
 
 
@@ -92,7 +98,7 @@ class Sample(CheckedNode):
     @classmethod
     def execute(cls, unet, sampler, sigmas, latent, seed, cfg, positive=None, negative=None) -> io.NodeOutput:
         sampled, _ = run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive, negative)
-        return io.NodeOutput(to_latent(sampled.samples, latent), to_latent(sampled.denoised, latent))
+        return io.NodeOutput(to_latent(sampled.samples, latent, sampled), to_latent(sampled.denoised, latent))
 
 
 class DenoisingTrajectory(CheckedNode):
@@ -131,7 +137,8 @@ class DenoisingTrajectory(CheckedNode):
         captions = [f"step {s['i'] + 1}, sigma {s['sigma']:.3g}" for s in shown]
         captions += ["predicted clean"] * len(shown)  # the step is named above, in the same column
         grid = image_grid(pictures, captions, columns=len(shown), cell_size=cell_size)
-        return io.NodeOutput(to_image_tensor(grid), to_latent(sampled.samples, latent), to_latent(sampled.denoised, latent))
+        return io.NodeOutput(to_image_tensor(grid), to_latent(sampled.samples, latent, sampled),
+                             to_latent(sampled.denoised, latent))
 
 
 class AddNoise(CheckedNode):

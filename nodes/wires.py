@@ -14,10 +14,12 @@ from comfy_api.latest import io
 
 from ..networks.prediction import Cond
 from ..pipeline import condition, empty_condition
+from ..pipeline.part_way import PartWay
 from ..views.latents import latent_picture
 from .k_model import KDiffusionModel
 
 UNET = io.Custom("DB_UNET")
+PART_WAY_KEY = "db_part_way"  # a LATENT entry: where a Sample that stopped above sigma 0 left its noise stream
 PREDICTION_CLASSES = {"eps": comfy.model_sampling.EPS, "v": comfy.model_sampling.V_PREDICTION,
                       "x0": comfy.model_sampling.X0}
 
@@ -125,9 +127,22 @@ def progress_with_previews(denoiser, device, steps: int):
     return report
 
 
-def to_latent(samples: torch.Tensor, latent: dict) -> dict:
-    """A LATENT wire like `latent` (its other entries kept) carrying `samples` on ComfyUI's intermediate device."""
-    return {**latent, "samples": samples.float().to(comfy.model_management.intermediate_device())}
+def to_latent(samples: torch.Tensor, latent: dict, sampled=None) -> dict:
+    """A LATENT wire like `latent` (its other entries kept) carrying `samples` on ComfyUI's intermediate device, and,
+    when `sampled` (a pipeline run) stopped above sigma 0, where its noise stream stood (PART_WAY_KEY)."""
+    out = {key: value for key, value in latent.items() if key != PART_WAY_KEY}
+    out["samples"] = samples.float().to(comfy.model_management.intermediate_device())
+    so_far = sampled.part_way(out["samples"]) if sampled is not None else None
+    if so_far is not None:
+        out[PART_WAY_KEY] = so_far
+    return out
+
+
+def part_way(latent: dict, sigmas: torch.Tensor) -> PartWay | None:
+    """The run a latent continues: the record of a Sample that stopped part-way at this schedule's first sigma with
+    these very samples (None otherwise, e.g. when another node changed the samples since)."""
+    carried = latent.get(PART_WAY_KEY)
+    return carried if isinstance(carried, PartWay) and carried.continues(latent["samples"], sigmas) else None
 
 
 def vae_decoder(vae, denoiser=None):

@@ -3,16 +3,16 @@ from collections.abc import Sequence
 
 import torch
 
-from ..samplers.common import seeded_noise_sampler
+from ..samplers.common import NoiseStream
 
 Seed = int | Sequence[int] | torch.Tensor
 
 
 def start_noise(shape: Sequence[int], seed: Seed, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Standard normal noise, item k from a CPU generator seeded with its item seed (the first draw of the samplers'
-    own seeded noise), then moved: one seed, one image on any device and at any batch size (for one item this is
-    ComfyUI's prepare_noise)."""
-    return seeded_noise_sampler(torch.empty(tuple(shape)), seed)().to(device)
+    """Standard normal noise, item k from a CPU generator seeded with its item seed (the first draw of the run's
+    NoiseStream), then moved: one seed, one image on any device and at any batch size (for one item this is ComfyUI's
+    prepare_noise)."""
+    return NoiseStream(shape, seed).draw().to(device)
 
 
 def noisy_start(latent: torch.Tensor, noise: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Running a sampler end to end: seeded noise added to the latent, the sampler called with the seed, the trajectory."""
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -7,7 +8,10 @@ import torch
 from ..networks.prediction import Cond
 from .finite import check_cfg, explain_non_finite, is_finite
 from .guidance import Guided
-from .noise import Seed, noisy_start, start_noise
+from ..samplers.common import NoiseStream
+from .noise import Seed, noisy_start
+from .digest import fingerprint
+from .part_way import PartWay, Replay, sampler_key
 
 
 class Trajectory:
@@ -28,11 +32,18 @@ class Trajectory:
 
 
 class Sampled(NamedTuple):
-    """The sampler's output, the denoised estimate of its last step, and the trajectory (steps kept when recorded)."""
+    """The sampler's output, the denoised estimate of its last step, the trajectory (steps kept when recorded), and,
+    for a run that stopped above sigma 0, what a second run needs to go on (PartWay's fields but the fingerprint)."""
 
     samples: torch.Tensor
     denoised: torch.Tensor
     trajectory: Trajectory
+    so_far: tuple | None = None
+
+    def part_way(self, stored: torch.Tensor) -> PartWay | None:
+        """What a latent holding `stored` (these samples as the host keeps them) carries so that a second run over
+        the rest of the schedule goes on with this one; None when the run went down to sigma 0."""
+        return None if self.so_far is None else PartWay(*self.so_far, fingerprint(stored))
 
 
 def evenly_spaced(count: int, shown: int) -> list[int]:
@@ -47,25 +58,72 @@ def evenly_spaced(count: int, shown: int) -> list[int]:
 
 
 def sample(sampler: Callable, model: Callable, latent: torch.Tensor, sigmas: torch.Tensor, seed: Seed, *,
-           callback: Callable | None = None, options: dict | None = None, record: bool = False) -> Sampled:
+           callback: Callable | None = None, options: dict | None = None, record: bool = False,
+           resume: PartWay | None = None, wrap: Callable | None = None) -> Sampled:
     """Run `sampler(model, x, sigmas, extra_args={"seed": seed}, callback, disable, **options)` from x = latent +
-    sigma_0 * start_noise(seed): the seed also drives a stochastic sampler's noise, item by item."""
+    sigma_0 * noise, the noise the first draw of the run's NoiseStream, whose later draws are a stochastic sampler's
+    step noise, item by item. `wrap` may dress the model for a host's samplers.
+
+    With `resume` (a run that stopped part-way at sigmas[0]) the seed is that run's and no noise is added. Under the
+    same sampler and options, the sampler runs over that run's schedule followed by this one, its first steps answered
+    from the run's model calls (replayed, not shown: the steps shown are numbered from the first new one): the result
+    is the one run over the whole schedule, multistep samplers included. Under another sampler, it starts from
+    `latent` with the noise stream where that run left it."""
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
     if sigmas.numel() < 2:
         raise ValueError(f"sigmas: sampling needs at least 2 noise levels (where to start and where to stop), "
                          f"got {sigmas.numel()}")
-    x = noisy_start(latent, start_noise(latent.shape, seed, latent.device), sigmas[0])
+    options, key = dict(options or {}), sampler_key(sampler, options or {})
+    replay = resume is not None and resume.sampler == key
+    if resume is None:
+        noise = NoiseStream(latent.shape, seed, latent.device, latent.dtype)
+        x = noisy_start(latent, noise(), sigmas[0])
+    else:
+        seed = list(resume.seeds)
+        noise = NoiseStream.resumed(latent.shape, seed, resume.start_draws if replay else resume.draws, latent.device,
+                                    latent.dtype)
+        x = resume.start.to(latent) if replay else latent
+    if replay:
+        sigmas = torch.cat([torch.tensor(resume.sigmas[:-1], dtype=torch.float32), sigmas])
+    start_draws = noise.draws
+    if takes_noise_sampler(sampler):
+        options.setdefault("noise_sampler", noise)
+    part_way = sigmas[-1] > 0
+    logged = Replay(model, resume.calls if replay else ()) if part_way or replay else model
     trajectory = Trajectory(callback, keep=record)
-    samples = sampler(model, x, sigmas.to(latent.device), extra_args={"seed": seed}, callback=trajectory, disable=True,
-                      **(options or {}))
+    samples = sampler(wrap(logged) if wrap else logged, x, sigmas.to(latent.device), extra_args={"seed": seed},
+                      callback=new_steps_only(trajectory, logged, len(resume.sigmas) - 1) if replay else trajectory,
+                      disable=True, **options)
     denoised = samples if trajectory.last_denoised is None else trajectory.last_denoised
-    return Sampled(samples, denoised, trajectory)
+    so_far = ((key, tuple(sigmas.tolist()), tuple(noise.seeds), x.detach().cpu(), start_draws, tuple(logged.log),
+               noise.draws) if part_way else None)
+    return Sampled(samples, denoised, trajectory, so_far)
+
+
+def new_steps_only(trajectory: Trajectory, replay: Replay, replayed_steps: int) -> Callable:
+    """A callback passing on the steps after the replayed ones, numbered from 0."""
+    shown = 0
+
+    def callback(info):
+        nonlocal shown
+        if info["i"] >= replayed_steps and not replay.replaying:
+            trajectory({**info, "i": shown})
+            shown += 1
+    return callback
+
+
+def takes_noise_sampler(sampler: Callable) -> bool:
+    """Whether a sampler function has a `noise_sampler` argument (k-diffusion's convention for its step noise)."""
+    try:
+        return "noise_sampler" in inspect.signature(sampler).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def generate(denoiser, sampler: Callable, sigmas: torch.Tensor, latent: torch.Tensor, seed: Seed, *,
              cond: Cond | None = None, uncond: Cond | None = None, cfg: float = 1.0, device: torch.device | str = "cpu",
              options: dict | None = None, callback: Callable | None = None, record: bool = False,
-             wrap: Callable | None = None) -> Sampled:
+             wrap: Callable | None = None, resume: PartWay | None = None) -> Sampled:
     """Guided sampling with a Denoiser from a latent in its family's latent units to latents in the same units (the
     trajectory stays in network units). `wrap` may dress the guided model for a host's samplers. The denoised estimate
     must be finite at the first step and at the end; when it is not, the error names the likeliest cause."""
@@ -86,8 +144,8 @@ def generate(denoiser, sampler: Callable, sigmas: torch.Tensor, latent: torch.Te
         if callback is not None:
             callback(info)
 
-    out = sample(sampler, wrap(model) if wrap else model, x0, sigmas, seed, callback=watch, options=options,
-                 record=record)
+    out = sample(sampler, model, x0, sigmas, seed, callback=watch, options=options, record=record, resume=resume,
+                 wrap=wrap)
     if not is_finite(out.samples, out.denoised):
         raise ValueError(explain("at the end"))
-    return Sampled(fmt.from_network(out.samples.float()), fmt.from_network(out.denoised.float()), out.trajectory)
+    return out._replace(samples=fmt.from_network(out.samples.float()), denoised=fmt.from_network(out.denoised.float()))

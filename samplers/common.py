@@ -43,18 +43,40 @@ def item_seeds(seed, batch):
     return [s % 2**64 for s in seeds]
 
 
+class NoiseStream:
+    """Gaussian noise of one shape, item k drawn from its own CPU generator seeded item_seeds(seed)[k] (float32, then
+    moved to `device` and `dtype`): one seed, one picture on any device and at any batch size. `draws` counts the
+    draws taken."""
+
+    def __init__(self, shape, seed, device="cpu", dtype=torch.float32):
+        self.shape, self.device, self.dtype = tuple(shape), device, dtype
+        self.seeds = item_seeds(seed, self.shape[0])
+        self.generators = [torch.Generator(device="cpu").manual_seed(s) for s in self.seeds]
+        self.draws = 0
+
+    @classmethod
+    def resumed(cls, shape, seed, draws, device="cpu", dtype=torch.float32):
+        """The stream of `seed` after its first `draws` draws."""
+        stream = cls(shape, seed, device, dtype)
+        for _ in range(draws):
+            stream.draw()
+        return stream
+
+    def draw(self):
+        """The next draw, on the CPU in float32."""
+        self.draws += 1
+        return torch.stack([torch.randn(self.shape[1:], generator=g, dtype=torch.float32, device="cpu")
+                            for g in self.generators])
+
+    def __call__(self, sigma=None, sigma_next=None):
+        """The next draw as a sampler's noise_sampler(sigma, sigma_next) gives it."""
+        return self.draw().to(device=self.device, dtype=self.dtype)
+
+
 def seeded_noise_sampler(x, seed):
-    """Gaussian noise like `x`, item k from its own CPU generator seeded item_seeds(seed)[k] (float32, then moved).
-
-    So item k of a batch with seed s gets the noise of a single-image run with seed s + k, on any device."""
-    generators = [torch.Generator(device="cpu").manual_seed(s) for s in item_seeds(seed, x.shape[0])]
-
-    def noise_sampler(sigma=None, sigma_next=None):
-        noise = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=torch.float32, device="cpu")
-                             for g in generators])
-        return noise.to(device=x.device, dtype=x.dtype)
-
-    return noise_sampler
+    """A sampler's own step noise when its host gives only a seed: the NoiseStream of that seed after its first draw,
+    which is the start noise (ComfyUI's prepare_noise for one item), so step noise never repeats the start noise."""
+    return NoiseStream.resumed(x.shape, seed, 1, x.device, x.dtype)
 
 
 def to_d(x, sigma, denoised):

@@ -89,3 +89,15 @@ def test_a_latent_of_the_wrong_kind_fails_naming_the_input(comfy_server, models)
     workflow["8"]["inputs"]["latent"] = ["11", 0]
     with pytest.raises(WorkflowError, match=r"latent: shape \(1, 4, 8, 8\) does not fit a U-Net of 3 input channels"):
         comfy_server.run(workflow)
+
+
+def test_a_schedule_split_over_two_samples_gives_the_picture_of_one(comfy_server, models):
+    whole = text_to_image(models, steps=6, prefix="db_whole")
+    halves = text_to_image(models, steps=6, prefix="db_halves")
+    halves["11"] = {"class_type": "DB_SplitSigmasAtStep", "inputs": {"sigmas": ["6", 0], "step": 3}}
+    halves["8"]["inputs"]["sigmas"] = ["11", 0]  # the high part first
+    halves["12"] = {"class_type": "DB_Sample", "inputs": {**halves["8"]["inputs"], "sigmas": ["11", 1],
+                                                          "latent": ["8", 0], "seed": 99}}
+    halves["9"]["inputs"]["latent"] = ["12", 0]
+    (_, one), (_, two) = png(comfy_server, whole), png(comfy_server, halves)  # the PNGs' metadata name their workflows
+    assert one.std() > 5 and np.array_equal(one, two)

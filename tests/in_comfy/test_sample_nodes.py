@@ -353,3 +353,46 @@ def test_compare_at_equal_cost_draws_one_captioned_cell_per_sampler_and_schedule
         run_node(nodes["DB_CompareAtEqualCost"], **{**inputs, "samplers": "dpm_adaptive"})
     with pytest.raises(ValueError, match="schedules: give at least one name"):
         run_node(nodes["DB_CompareAtEqualCost"], **{**inputs, "schedules": " , "})
+
+
+def split(sigmas, step):
+    from diffusion_blocks.nodes.sigma_nodes import SplitSigmasAtStep
+
+    return run_node(SplitSigmasAtStep, sigmas=sigmas, step=step)
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m_sde", "sa_solver", "comfyui dpmpp_2m_sde"])
+def test_a_schedule_split_over_two_samples_gives_the_image_of_one(nodes, unet_files, sampler):
+    import comfy.samplers
+
+    kind, _, name = sampler.rpartition(" ")
+    make = comfy.samplers.ksampler if kind == "comfyui" else our_sampler
+    unet, sigmas = load(nodes, "tiny_pixels_v"), karras(14.6, steps=6)
+    high, low = split(sigmas, 3)
+    empty = {"samples": torch.zeros(2, 3, SIZE, SIZE)}
+    whole, _ = sample(nodes, unet, make(name), sigmas, latent=empty)
+    first, _ = sample(nodes, unet, make(name), high, latent=empty)
+    second, denoised = sample(nodes, unet, make(name), low, latent=first, seed=SEED + 100)  # its own seed goes on
+    torch.testing.assert_close(second["samples"], whole["samples"], rtol=0, atol=1e-6)
+    assert "db_part_way" not in second and "db_part_way" not in denoised  # it went down to sigma 0
+    fresh, _ = sample(nodes, unet, make(name), low, latent={"samples": first["samples"]})  # no record: image-to-image
+    assert (fresh["samples"] - whole["samples"]).abs().max() > 1e-2
+
+
+def test_comfyuis_nodes_take_a_part_way_latent_and_a_changed_one_no_longer_continues(nodes, unet_files):
+    from nodes import LatentUpscaleBy
+
+    from comfy_extras.nodes_latent import LatentMultiply
+
+    unet, sigmas = load(nodes), karras(14.6, steps=6)
+    high, low = split(sigmas, 3)
+    first, _ = sample(nodes, unet, our_sampler("euler_ancestral"), high)
+    bigger, = LatentUpscaleBy().upscale(first, "nearest-exact", 2.0)
+    assert bigger["samples"].shape[-1] == 2 * SIZE
+    larger = sample(nodes, unet, our_sampler("euler_ancestral"), low, latent=bigger)[0]["samples"]
+    assert larger.shape[-1] == 2 * SIZE and torch.isfinite(larger).all()
+    halved = LatentMultiply.execute(first, 0.5)[0]
+    assert "db_part_way" in halved  # ComfyUI's node copied the record along with the changed samples
+    again = sample(nodes, unet, our_sampler("euler_ancestral"), low, latent=halved)[0]["samples"]
+    by_hand = sample(nodes, unet, our_sampler("euler_ancestral"), low, latent={"samples": halved["samples"]})[0]
+    assert torch.equal(again, by_hand["samples"])  # treated as a new image-to-image start

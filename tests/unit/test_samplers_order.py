@@ -13,6 +13,8 @@ import torch
 from diffusion_blocks.devtools.gmm import GaussianMixture, reference_solution
 from diffusion_blocks.samplers import SAMPLER_SPECS
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see tests/conftest.py
+
 SIGMA_MIN = 0.1
 TOLERANCE = 0.45  # |fitted slope - order|: half an order apart tells neighbouring orders apart
 
@@ -98,15 +100,6 @@ OPTION_CASES = [
     # predictor 2 + corrector 3: order 3
     ("sa_solver", Measurement((32, 64, 128), {"eta": 0.0, "predictor_order": 2, "corrector_order": 3}), 3),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread (restored after), since a second only adds synchronisation on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
