@@ -21,12 +21,15 @@ def comfyui_link():
 
 def comfyui_path():
     """ComfyUI's folder, as scripts/setup.py found and recorded it for the running venv: $COMFYUI_PATH, the
-    enclosing ComfyUI or 0.3.75 for .venv; the ComfyUI of an archive for another venv (`make test-e2e-0.33`)."""
+    enclosing ComfyUI or 0.3.75 for .venv; the ComfyUI of an archive for another venv (`make test-e2e-0.33`).
+    A Python the set-up never saw (a borrowed GPU machine's, benchmarks/gpu_session.sh) takes $COMFYUI_PATH as is."""
+    wanted = os.environ.get("COMFYUI_PATH")
+    if wanted and not (Path(sysconfig.get_path("purelib")) / COMFYUI_PTH).exists():
+        return Path(wanted).resolve()
     link = comfyui_link()
     if not link.is_symlink():
         raise RuntimeError(f"ComfyUI is not provisioned ({link} is missing): run `make setup` (scripts/setup.py) first")
     root = link.resolve()
-    wanted = os.environ.get("COMFYUI_PATH")
     if wanted and Path(wanted).resolve() != root:
         raise RuntimeError(f"COMFYUI_PATH={wanted} but set-up provisioned {root}: run `make setup` again")
     return root

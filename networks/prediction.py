@@ -62,11 +62,11 @@ class Denoiser(nn.Module):
     def forward(self, x, sigma, cond=None, uncond=None, cfg=1.0, cfg_rescale=0.0):
         """Denoised x at noise level sigma (scalar or (B,)); guided by cond vs uncond when both are given."""
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
-        cond = _as_cond(cond)
+        cond = as_cond(cond)
         if uncond is None or cfg == 1.0:
             return self.evaluate(x, sigma, cond)
-        uncond = _as_cond(uncond)
-        both = Cond(*(_join(a, b, x.shape[0]) for a, b in ((cond.context, uncond.context), (cond.y, uncond.y))))
+        uncond = as_cond(uncond)
+        both = Cond(*(joined(a, b, x.shape[0]) for a, b in ((cond.context, uncond.context), (cond.y, uncond.y))))
         d_cond, d_uncond = self.evaluate(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
         denoised = d_uncond + cfg * (d_cond - d_uncond)
         if cfg_rescale:
@@ -75,11 +75,17 @@ class Denoiser(nn.Module):
 
     def evaluate(self, x, sigma, cond):
         """One network call: D(x, sigma) = c_skip x + c_out F(c_in x, t(sigma)); sigma is (B,)."""
-        c_skip, c_out, c_in = (c.to(x.dtype)[:, None, None, None] for c in preconditioning(sigma.double(), self.prediction))
         t = self.schedule.timestep(sigma.float())
         t = t.round() if self.quantize else t
-        context, y = (_batched(v, x.shape[0]) for v in (cond.context, cond.y))
-        return c_skip * x + c_out * self.network(c_in * x, t, context, y).to(x.dtype)
+        context, y = (batched(v, x.shape[0]) for v in (cond.context, cond.y))
+        return preconditioned(lambda h: self.network(h, t, context, y), x, sigma, self.prediction)
+
+
+def preconditioned(network, x, sigma, prediction):
+    """D(x, sigma) = c_skip x + c_out F(c_in x) (Karras et al. 2022, eq. 7): the clean estimate from one call of
+    `network` (F at the noise level's timestep) on the scaled input; sigma is (B,)."""
+    c_skip, c_out, c_in = (c.to(x.dtype)[:, None, None, None] for c in preconditioning(sigma.double(), prediction))
+    return c_skip * x + c_out * network(c_in * x).to(x.dtype)
 
 
 def rescale_guidance(x, sigma, guided, positive, phi):
@@ -99,7 +105,7 @@ def rescale_guidance(x, sigma, guided, positive, phi):
     return torch.where(s > 0, rescaled, guided)
 
 
-def _as_cond(cond):
+def as_cond(cond):
     """A Cond from a Cond, a bare text embedding, or None."""
     if cond is None or isinstance(cond, Cond):
         return cond or Cond()
@@ -110,7 +116,7 @@ def _as_cond(cond):
     raise TypeError(f"a conditioning must be a Cond, a text-embedding tensor or a dict, got {type(cond).__name__}")
 
 
-def _batched(value, batch):
+def batched(value, batch):
     """A conditioning tensor repeated to the batch (a batch of 1 is shared by every sample)."""
     if value is None or value.shape[0] == batch:
         return value
@@ -119,14 +125,14 @@ def _batched(value, batch):
     return value.repeat_interleave(batch // value.shape[0], dim=0)
 
 
-def _join(a, b, batch):
+def joined(a, b, batch):
     """Positive and negative conditioning stacked for one call; text of different lengths is tiled to a common
     length (attention over a sequence repeated k times equals attention over the sequence)."""
     if a is None or b is None:
         if a is not None or b is not None:
             raise ValueError("cond and uncond must carry the same parts (both a text embedding, both a vector y)")
         return None
-    a, b = _batched(a, batch), _batched(b, batch)
+    a, b = batched(a, batch), batched(b, batch)
     if a.ndim == 3 and a.shape[1] != b.shape[1]:
         length = math.lcm(a.shape[1], b.shape[1])
         a, b = a.repeat(1, length // a.shape[1], 1), b.repeat(1, length // b.shape[1], 1)

@@ -3,11 +3,16 @@
 The UNET wire carries a comfy ModelPatcher whose `.model` is our Denoiser (network + prediction type +
 training schedule); `ready(unet)` loads it onto the compute device and returns (denoiser, device).
 """
+import sys
+
 import comfy.model_management
 import comfy.model_patcher
+import comfy.patcher_extension
 from comfy_api.latest import io
+from comfy_execution.utils import get_executing_context
 
 from ..networks.prediction import Denoiser
+from ..networks.unet.fast import SPEEDS, FastUNet, with_speed
 from ..networks.unet_loading import load_unet
 from ..pipeline import predict_noise
 from ..views.grid import image_grid
@@ -20,6 +25,15 @@ from .wires import UNET, checked_latent, latent_picture_for, pixel_size, ready, 
 
 CATEGORY = "diffusion_blocks/unet"
 FOLDERS = (PACK_FOLDER, "checkpoints", "diffusion_models")
+SPEED_TOOLTIP = (
+    "How the network runs. standard: plain PyTorch, nothing to wait for. compiled: torch.compile with channels-last "
+    "activations, fused GroupNorm+SiLU, one fused QKV projection and the prompt's cross-attention keys/values made "
+    "once per run; made for the GPU, where the first run at each image size and batch compiles first (it can take "
+    "a minute or more; 'compiling...' shows on the running node), and the fused "
+    "attention weights take a little extra GPU memory. compiled + CUDA graphs: also records each whole sampling "
+    "step (both prompts and the guidance) as one CUDA graph and replays it (meant to be the fastest), a few seconds more on the "
+    "first run at a size, and it keeps that step's working memory reserved (up to 6 sizes) until ComfyUI unloads "
+    "the model; without CUDA it runs as compiled.")
 
 
 class LoadUNet(CheckedNode):
@@ -48,20 +62,41 @@ class LoadUNet(CheckedNode):
                 io.Combo.Input("zero_snr", options=["auto", "off", "on"], default="auto",
                                tooltip="Was it trained with a zero-terminal-SNR schedule (Lin et al. 2024)? auto "
                                        "trusts the checkpoint; 'on' needs v or x0 prediction."),
+                # optional, so that workflows saved before it existed (API format included) load unchanged
+                io.Combo.Input("speed", options=list(SPEEDS), default=SPEEDS[0], optional=True, tooltip=SPEED_TOOLTIP),
             ],
             outputs=[UNET.Output(display_name="unet", tooltip="The noise predictor with its prediction type and "
                                                               "training schedule.")])
 
     @classmethod
-    def execute(cls, unet_name, weight_dtype, prediction, zero_snr) -> io.NodeOutput:
+    def execute(cls, unet_name, weight_dtype, prediction, zero_snr, speed=SPEEDS[0]) -> io.NodeOutput:
         path = resolve_model_file(unet_name, FOLDERS, "unet_name")
         dtype = comfy.model_management.unet_dtype() if weight_dtype == "default" else weight_dtype
         offload = comfy.model_management.unet_offload_device()
         network = load_unet(path, dtype=dtype, device=offload, prediction=None if prediction == "auto" else prediction,
                             zero_snr=None if zero_snr == "auto" else zero_snr == "on")
-        patcher = comfy.model_patcher.ModelPatcher(Denoiser(network), load_device=comfy.model_management.get_torch_device(),
-                                                   offload_device=offload)
-        return io.NodeOutput(patcher)
+        return io.NodeOutput(unet_wire(network, speed))
+
+
+def unet_wire(network, speed=SPEEDS[0]):
+    """The DB_UNET wire for a network at a speed setting: a ModelPatcher around its Denoiser. A fast network shows
+    'compiling...' on the running node while it compiles, and drops its CUDA graphs and prepared weights whenever
+    ComfyUI unloads the model (they would point at memory the weights have left)."""
+    network = with_speed(network, speed, on_compile=say_on_running_node)
+    patcher = comfy.model_patcher.ModelPatcher(Denoiser(network), load_device=comfy.model_management.get_torch_device(),
+                                               offload_device=comfy.model_management.unet_offload_device())
+    if isinstance(network, FastUNet):
+        patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_DETACH, lambda *_: network.release())
+    return patcher
+
+
+def say_on_running_node(message):
+    """A line of text on the node ComfyUI is running (its progress text), e.g. while the U-Net compiles; nothing
+    when no server runs (ComfyUI's `server` module is the running server's, looked up, never imported from here)."""
+    running = get_executing_context()
+    server = getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
+    if running is not None and server is not None:
+        server.send_progress_text(f"{message}...", running.node_id)
 
 
 class PredictNoise(CheckedNode):

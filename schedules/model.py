@@ -56,11 +56,7 @@ class ModelSchedule:
     def timestep(self, sigma: float | torch.Tensor) -> float | torch.Tensor:
         """The continuous timestep of a noise level, inverse of sigma(t); sigma is clamped to the table's range."""
         s, like = _as_float64(sigma)
-        log_sigma = s.log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
-        high = torch.searchsorted(self.log_sigmas, log_sigma).clamp(1, len(self.sigmas) - 1)
-        low = high - 1
-        w = (log_sigma - self.log_sigmas[low]) / (self.log_sigmas[high] - self.log_sigmas[low])
-        return _like(low + w, like)
+        return _like(table_timestep(self.log_sigmas, s), like)
 
 
 class FlowSchedule:
@@ -95,6 +91,15 @@ class FlowSchedule:
         """The network's time input for a noise level: sigma * multiplier."""
         s, like = _as_float64(sigma)
         return _like(s * self.multiplier, like)
+
+
+def table_timestep(log_sigmas: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The continuous timestep of noise levels in an ascending table of log sigmas: linear interpolation in log sigma,
+    sigma clamped to the table's range (on the tensors' device, in their dtype)."""
+    log_sigma = sigma.log().clamp(log_sigmas[0], log_sigmas[-1])
+    high = torch.searchsorted(log_sigmas, log_sigma).clamp(1, log_sigmas.numel() - 1)
+    low = high - 1
+    return low + (log_sigma - log_sigmas[low]) / (log_sigmas[high] - log_sigmas[low])
 
 
 def _as_float64(value):

@@ -4,6 +4,17 @@ The pack is installed in .venv as `diffusion_blocks` (scripts/setup.py); pytest.
 `harness`) and the provisioned ComfyUI on the path.
 """
 import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module (restored after): for small tensors a second thread only adds synchronisation
+    on a busy small machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

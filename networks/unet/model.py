@@ -68,7 +68,7 @@ class UNet(nn.Module):
     def forward(self, x, timesteps, context=None, y=None):
         """The predicted output (noise for eps models) for x (B, C, H, W) at timesteps (B,), text context
         (B, T, context_dim) and, for SDXL, the vector y (B, adm_in_channels); returned in x's dtype."""
-        x, timesteps, context, y = self._checked(x, timesteps, context, y)
+        x, timesteps, context, y = self.checked_inputs(x, timesteps, context, y)
         dtype = self.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         if self.label_emb is not None:
@@ -85,7 +85,7 @@ class UNet(nn.Module):
             h = block(h, emb, context, skips[-1].shape[-2:] if skips else None)
         return self.out(h).to(x.dtype)
 
-    def _checked(self, x, timesteps, context, y):
+    def checked_inputs(self, x, timesteps, context, y):
         """The inputs in the shapes forward() needs, or a ValueError that says what was expected."""
         c = self.config
         if x.ndim != 4 or x.shape[1] != c.in_channels:
