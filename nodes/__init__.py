@@ -2,6 +2,7 @@
 from comfy_api.latest import ComfyExtension
 
 from .compare_nodes import COMPARE_NODES
+from .fit_nodes import FIT_NODES
 from .latent_nodes import LATENT_NODES
 from .native_model import NATIVE_MODEL_NODES
 from .plot_nodes import PLOT_NODES
@@ -18,4 +19,4 @@ class DiffusionBlocksExtension(ComfyExtension):
 
     async def get_node_list(self):
         return [*SCHEDULE_NODES, *SIGMA_NODES, *SAMPLER_NODES, *UNET_NODES, *TEXT_NODES, *PLOT_NODES,
-                *SAMPLE_NODES, *COMPARE_NODES, *NATIVE_MODEL_NODES, *LATENT_NODES]
+                *SAMPLE_NODES, *COMPARE_NODES, *NATIVE_MODEL_NODES, *LATENT_NODES, *FIT_NODES]

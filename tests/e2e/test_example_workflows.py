@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 WORKFLOWS = PACK_ROOT / "example_workflows"
 SD1_PLACEHOLDER = "v1-5-pruned-emaonly.safetensors"
 PADDING = 8  # views/grid.py: around every cell
-EXAMPLES = ["compare_samplers_shapes", "compare_equal_cost_shapes", "compare_schedules_shapes", "denoising_trajectory_shapes",
+EXAMPLES = ["compare_samplers_shapes", "compare_equal_cost_shapes", "compare_schedules_shapes", "fewer_steps_shapes",
+            "denoising_trajectory_shapes",
             "image_to_image_shapes", "sd1_our_unet_text_encoder", "sd1_sampler_custom_advanced"]
 # Examples that also need another extension, which this test server does not have: each runs in its own test.
 NEED_EXTENSIONS = {"text_to_image_distributed": ({"DistributedSeed", "DistributedCollector"}, "test_distributed.py")}
@@ -109,6 +110,16 @@ def test_compare_schedules_shapes_plots_four_schedules_and_their_pictures_differ
     for k, picture in enumerate(shown):
         assert shows_red_left_blue_right(picture), f"schedule {k} did not draw the prompt"
     assert_all_differ(shown)
+
+
+def test_fewer_steps_shapes_the_fitted_schedule_comes_closer_to_twenty_calls_than_karras(comfy_server):
+    workflow = load_api("fewer_steps_shapes")
+    cell = workflow["52"]["inputs"]["cell_size"]
+    plot, grid = pictures(comfy_server, workflow)
+    assert plot.std() > 10
+    karras_8, fitted_8, karras_20 = cells(grid, 1, 3, cell)
+    assert shows_red_left_blue_right(fitted_8) and shows_red_left_blue_right(karras_20)
+    assert np.abs(fitted_8 - karras_20).mean() < 0.7 * np.abs(karras_8 - karras_20).mean()
 
 
 def test_denoising_trajectory_shapes_noise_clears_step_by_step(comfy_server):

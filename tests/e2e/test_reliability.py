@@ -48,7 +48,9 @@ TARGET, IMAGE_SOURCE, PLOT, PREVIEW = "100", "90", "101", "102"  # node ids the 
 PRODUCERS = {"DB_UNET": "1", "DB_TEXT_ENCODER": "2", "CONDITIONING": "3", "LATENT": "5", "MODEL": "6", "SIGMAS": "7",
              "SAMPLER": "8", "IMAGE": IMAGE_SOURCE}  # a good output of each wire type in the host
 CHEAP = {"steps": HOST_STEPS, "step": 1, "calls": 2, "cell_size": 32, "eta": 0.0, "rtol": 0.5, "atol": 0.1,
-         "samplers": "euler", "schedules": "karras"}  # widget values that keep a host quick
+         "samplers": "euler", "schedules": "karras", "seeds": 1, "grid_size": 4,
+         "teacher_substeps": 1}  # widget values that keep a host quick
+LEFT_OPEN = {("DB_FitSchedule", "model")}  # it takes the pack's unet or a native model, not both: the host gives unet
 KNOWN_HOST_FAILURES = {"DB_EncodeTextSDXL": "needs an SDXL text encoder; the suite has only the bundled one"}
 HOST_SIZE = 32  # the hosts' pictures: 32x32 pixels, a quarter of the example's work per model call
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -273,7 +275,7 @@ def host_for(node, schema):
     for name, kind, options, _ in schema_inputs(schema):
         if kind in WIDGETS:
             inputs[name] = widget_value(name, kind, options)
-        elif kind in PRODUCERS:
+        elif kind in PRODUCERS and (node, name) not in LEFT_OPEN:
             inputs[name] = [PRODUCERS[kind], 0]
     workflow[TARGET] = {"class_type": node, "inputs": inputs}
     first = schema["output"][0]

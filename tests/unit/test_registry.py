@@ -19,7 +19,7 @@ PYPROJECT = tomllib.loads((PACK_ROOT / "pyproject.toml").read_text())
 PROJECT, COMFY = PYPROJECT["project"], PYPROJECT["tool"]["comfy"]
 # The ComfyUI versions the tests run on: `make test` (0.3.75 from PyPI) and `make test-e2e-0.33` (the archive CI has).
 TESTED_COMFYUI = ("0.3.75", "0.33.0")
-PLACEHOLDER_REPOSITORY = "https://example.invalid/diffusion-blocks"  # the project has no public home yet
+PLACEHOLDER_REPOSITORY = "https://placeholder.invalid/diffusion-blocks"  # the project has no public home yet
 RUNTIME = ("__init__.py", "nodes", "schedules", "samplers", "networks", "pipeline", "views")
 WORKFLOWS = PACK_ROOT / "example_workflows"
 # comfy-cli's check of requires-comfyui (comfy_cli/registry/config_parser.py, validate_version): each comma-separated

@@ -1,0 +1,75 @@
+"""Fit schedules to the bundled model (OSS, Pei et al. 2025) and write models/diffusion_blocks_shapes.fitted.json.
+
+Captions come from the training distribution (training/scenes.py, held-out combinations excluded), so the
+held-out captions of benchmarks/fewer_steps.py never shape the schedules. One teacher per sampler, shared by budgets.
+Run: .venv/bin/python scripts/fit_bundled_schedules.py [--captions 4] [--grid 16]  (the shipped file's settings;
+OMP_NUM_THREADS=1 is much faster on a busy 2-core machine)
+"""
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from diffusion_blocks.networks import load_text_encoder, load_unet
+from diffusion_blocks.networks.prediction import Cond, Denoiser
+from diffusion_blocks.pipeline.fit_schedule import fit_schedules
+from diffusion_blocks.pipeline.fit_store import record, save, weights_hash
+from diffusion_blocks.pipeline.guidance import Guided
+from diffusion_blocks.pipeline.noise import start_noise
+from diffusion_blocks.training.scenes import sample_scenes
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "models" / "diffusion_blocks_shapes.safetensors"
+OUTPUT = ROOT / "models" / "diffusion_blocks_shapes.fitted.json"
+CAPTION_SEED = 20260415  # training-distribution captions, not the benchmarks' held-out seed
+NOISE_SEED = 1000  # start noise of caption i: seed 1000 + i (the benchmarks use seed = caption index)
+SAMPLERS = ("dpmpp_2m", "uni_pc")
+BUDGETS = (4, 6, 8, 10)
+
+
+def guided_model(unet, encoder, captions, cfg):
+    """The bundled model guided towards `captions` (one per batch item), as text_to_image guides it."""
+    denoiser = Denoiser(unet)
+    cond = Cond(torch.cat([encoder.encode(c)[0] for c in captions]))
+    return denoiser, Guided(denoiser, cond, Cond(encoder.encode("")[0]), cfg)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--captions", type=int, default=4)
+    parser.add_argument("--grid", type=int, default=16)
+    parser.add_argument("--teacher-substeps", type=int, default=4)
+    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--out", default=str(OUTPUT))
+    args = parser.parse_args()
+    unet, encoder = load_unet(str(BUNDLED)), load_text_encoder(str(BUNDLED))
+    captions = [scene.caption for scene in sample_scenes(CAPTION_SEED, args.captions, held_out=False)]
+    denoiser, model = guided_model(unet, encoder, captions, args.cfg)
+    seeds = [NOISE_SEED + i for i in range(len(captions))]
+    noise = start_noise((len(captions), unet.config.in_channels, 64, 64), seeds)
+    sigma_min, sigma_max = float(denoiser.schedule.sigma_min), float(denoiser.schedule.sigma_max)
+    settings = {"grid_size": args.grid, "teacher_substeps": args.teacher_substeps, "cfg": args.cfg,
+                "sigma_min": sigma_min, "sigma_max": sigma_max, "size": 64, "negative": ""}
+    fits, started = [], time.perf_counter()
+    for sampler in SAMPLERS:
+        def progress(done, total, sampler=sampler):
+            if done % 25 == 0 or done == total:
+                print(f"{sampler}: {done}/{total} DP nodes ({time.perf_counter() - started:.0f} s)", flush=True)
+
+        fits += fit_schedules(model, noise, sigma_min, sigma_max, sampler, BUDGETS, grid_size=args.grid,
+                              teacher_substeps=args.teacher_substeps, progress=progress)
+    seconds = time.perf_counter() - started
+    data = record(weights_hash(unet), BUNDLED.name, settings, fits, caption_seed=CAPTION_SEED,
+                  captions=captions, noise_seeds=seeds,
+                  command=f"scripts/fit_bundled_schedules.py --captions {args.captions} --grid {args.grid} "
+                          f"--teacher-substeps {args.teacher_substeps} --cfg {args.cfg:g}",
+                  seconds=round(seconds))
+    save(Path(args.out), data)
+    for fit in fits:
+        print(f"{fit.note}: {', '.join(f'{s:.3g}' for s in fit.sigmas.tolist())} (teacher RMSE {fit.error:.4f})")
+    print(f"wrote {args.out} in {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
