@@ -181,7 +181,8 @@ def test_native_model_of_an_sdxl_type_network_builds_the_same_vector_and_latent_
                                         comfy.samplers.ksampler("euler"), sigmas, positive, negative, latent, seed=SEED)
     ours, _ = run_node(nodes["DB_Sample"], unet=unet, sampler=our_sampler("euler"), sigmas=sigmas,
                        latent={"samples": latent}, seed=SEED, cfg=CFG, positive=positive, negative=negative)
-    torch.testing.assert_close(theirs, ours["samples"], rtol=1e-5, atol=1e-5)
+    # fp32 through SDXL-type blocks: summation order differs between CPUs (1.3e-5 seen on one), hence 1e-4
+    torch.testing.assert_close(theirs, ours["samples"], rtol=1e-4, atol=1e-4)
 
 
 def test_comfyuis_ksampler_on_the_native_model_equals_sample_image_to_image(nodes, unet_files):
