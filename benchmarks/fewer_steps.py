@@ -11,7 +11,11 @@ this model's 157 ... 0.01, so they are mapped affinely in log sigma onto the mod
 last to sigma_min): the same relative placement of the steps in log sigma.
 Prints a markdown table; writes benchmarks/results/fewer_steps.md (and .json, the per-cell results that later runs
 with --schedules reuse) and docs/fewer_steps.png; the reference pictures are kept in out/fewer_steps/.
+--adherence-only skips the reference and the distances (200 steps a caption), so that the adherence goal can be
+measured on many captions: results in benchmarks/results/fewer_steps_adherence.md, no plot.
 Run: .venv/bin/python benchmarks/fewer_steps.py [--count 16] [--calls 4,6,8,10,20] [--schedules karras,fitted]
+     .venv/bin/python benchmarks/fewer_steps.py --adherence-only --count 240 --calls 8,20 --schedules karras,fitted \
+         --samplers dpmpp_2m
 """
 import argparse
 import json
@@ -72,9 +76,10 @@ def pictures(denoiser, encoder, captions, seeds, sampler, sigmas):
     return ((out.samples.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
 
 
-def run(unet, encoder, count, cells, batch, fitted_path, cache, log):
+def run(unet, encoder, count, cells, batch, fitted_path, cache, log, distances=True):
     """Fill `cache` (cell key -> per-picture RMSEs in 8-bit levels, adherence counts, sigmas) for these cells; the
-    200-step reference pictures are kept in out/ and reused by later runs with the same count."""
+    200-step reference pictures are kept in out/ and reused by later runs with the same count (distances=False: no
+    reference, no RMSEs)."""
     denoiser = Denoiser(unet)
     fitted = load(fitted_path) if any(name == "fitted" for _, name, _ in cells) else None
     scenes = sample_scenes(EVALUATION_SEED, count, held_out=True)
@@ -89,17 +94,19 @@ def run(unet, encoder, count, cells, batch, fitted_path, cache, log):
     for first in range(0, count, batch):
         chunk = scenes[first:first + batch]
         captions, seeds = [s.caption for s in chunk], range(first, first + len(chunk))
-        if references is None:
+        if references is None and distances:
             ref_sampler, ref_schedule, ref_steps = REFERENCE
             computed.append(pictures(denoiser, encoder, captions, seeds, ref_sampler,
                                      get_sigmas(ref_schedule, ref_steps, model=denoiser.schedule)))
-        reference = computed[-1] if references is None else references[first:first + len(chunk)]
+        reference = references[first:first + len(chunk)] if references is not None else computed[-1] if computed \
+            else None
         for cell, sigmas in plans.items():
             drawn = pictures(denoiser, encoder, captions, seeds, cell[0], sigmas)
-            errors[cell] += (255 * ((drawn - reference) ** 2).mean(dim=(1, 2, 3)).sqrt()).tolist()
+            if reference is not None:
+                errors[cell] += (255 * ((drawn - reference) ** 2).mean(dim=(1, 2, 3)).sqrt()).tolist()
             images[cell].append(to_uint8(drawn.permute(0, 3, 1, 2) * 2 - 1))
         log(f"{first + len(chunk)}/{count} captions ({time.perf_counter() - started:.0f} s)")
-    if references is None:
+    if computed:
         REFERENCE_CACHE.mkdir(parents=True, exist_ok=True)
         torch.save(torch.cat(computed), reference_file)
     for cell in plans:
@@ -114,11 +121,11 @@ def key(cell):
 
 
 def summary(cache):
-    """{(sampler, schedule, calls): (mean RMSE, {check: (passed, total)}, sigmas)} from the cache."""
+    """{(sampler, schedule, calls): (mean RMSE or NaN, {check: (passed, total)}, sigmas)} from the cache."""
     results = {}
     for text, entry in cache.items():
         sampler, name, calls = text.split("|")
-        results[(sampler, name, int(calls))] = (sum(entry["rmse"]) / len(entry["rmse"]),
+        results[(sampler, name, int(calls))] = (sum(entry["rmse"]) / len(entry["rmse"]) if entry["rmse"] else math.nan,
                                                 {c: tuple(v) for c, v in entry["scores"].items()},
                                                 torch.tensor(entry["sigmas"]))
     return results
@@ -135,7 +142,8 @@ def table(results, calls_list):
                     continue
                 rmse, scores, _ = results[(sampler, name, calls)]
                 checks = " | ".join(f"{p / t:.1%}" if t else "-" for p, t in (scores.get(c, (0, 0)) for c in CHECKS))
-                lines.append(f"| {sampler} | {calls} | {name} | {rmse:.2f} | {checks} |")
+                distance = "-" if math.isnan(rmse) else f"{rmse:.2f}"
+                lines.append(f"| {sampler} | {calls} | {name} | {distance} | {checks} |")
     return "\n".join(lines)
 
 
@@ -147,12 +155,13 @@ def goals(results):
         fitted, baseline = results.get((sampler, "fitted", 8)), results.get((sampler, "karras", 20))
         if fitted is None or baseline is None:
             continue
-        fixed = {name: results[(sampler, name, 8)][0] for name in SCHEDULES
-                 if name != "fitted" and (sampler, name, 8) in results}
-        best = min(fixed, key=fixed.get)
-        gain = 1 - fitted[0] / fixed[best]
-        lines.append(f"- {sampler}, 8 calls: fitted RMSE {fitted[0]:.2f} vs best fixed ({best}) {fixed[best]:.2f}: "
-                     f"{gain:.0%} lower ({'met' if gain >= 0.30 else 'not met'}, goal >= 30%)")
+        fixed = {name: results[(sampler, name, 8)][0] for name in SCHEDULES if name != "fitted"
+                 and (sampler, name, 8) in results and not math.isnan(results[(sampler, name, 8)][0])}
+        if fixed and not math.isnan(fitted[0]):
+            best = min(fixed, key=fixed.get)
+            gain = 1 - fitted[0] / fixed[best]
+            lines.append(f"- {sampler}, 8 calls: fitted RMSE {fitted[0]:.2f} vs best fixed ({best}) {fixed[best]:.2f}: "
+                         f"{gain:.0%} lower ({'met' if gain >= 0.30 else 'not met'}, goal >= 30%)")
         gaps = []
         for check in CHECKS:
             (p, t), (bp, bt) = fitted[1].get(check, (0, 0)), baseline[1].get(check, (0, 0))
@@ -214,11 +223,16 @@ def main():
     parser.add_argument("--calls", default="4,6,8,10,20")
     parser.add_argument("--schedules", default=",".join(SCHEDULES),
                         help="a subset (other cells come from the cache next to --results); empty: redraw only")
+    parser.add_argument("--samplers", default=",".join(SAMPLER_NAMES), help="a subset of " + ", ".join(SAMPLER_NAMES))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--fitted", default=str(FITTED), help="fitted schedules (scripts/fit_bundled_schedules.py)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "fewer_steps.md"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "fewer_steps.png"))
+    parser.add_argument("--adherence-only", action="store_true",
+                        help="no 200-step reference and no distances (adherence on many captions); other results file")
     args = parser.parse_args()
+    if args.adherence_only and args.results == parser.get_default("results"):
+        args.results = str(ROOT / "benchmarks" / "results" / "fewer_steps_adherence.md")
     calls_list = [int(c) for c in args.calls.split(",")]
     names = [n.strip() for n in args.schedules.split(",") if n.strip()]  # none: only redraw from the cache
     unknown = sorted(set(names) - set(SCHEDULES))
@@ -228,12 +242,15 @@ def main():
     cache_file = results_md.with_suffix(".json")
     stored = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     cache = stored.get("cells", {}) if stored.get("count") == args.count else {}
-    cells = [(s, n, c) for c in calls_list for s in SAMPLER_NAMES for n in names]
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    if not set(samplers) <= set(SAMPLER_NAMES):
+        parser.error(f"--samplers: valid: {', '.join(SAMPLER_NAMES)}")
+    cells = [(s, n, c) for c in calls_list for s in samplers for n in names]
     seconds = 0.0
     if cells:
         unet, encoder = load_unet(str(BUNDLED)), load_text_encoder(str(BUNDLED))
         seconds = run(unet, encoder, args.count, cells, args.batch, Path(args.fitted), cache,
-                      lambda line: print(line, flush=True))
+                      lambda line: print(line, flush=True), distances=not args.adherence_only)
     results_md.parent.mkdir(parents=True, exist_ok=True)
     stored = json.loads(cache_file.read_text()) if cache_file.is_file() else {}  # another run may have added cells
     if stored.get("count") == args.count:
@@ -241,8 +258,10 @@ def main():
     cache_file.write_text(json.dumps({"count": args.count, "cells": cache}))
     results = summary(cache)
     all_calls = sorted({c for _, _, c in results})
+    sampler, name, steps = REFERENCE
+    reference = "none (adherence only)" if args.adherence_only else f"{steps} steps {sampler} + {name}"
     report = (f"Fewer steps, {args.count} held-out captions (seed {EVALUATION_SEED}), cfg {CFG:g}, bundled model, "
-              f"CPU (last run {seconds:.0f} s). Reference: {REFERENCE[2]} steps {REFERENCE[0]} + {REFERENCE[1]}. "
+              f"CPU (last run {seconds:.0f} s). Reference: {reference}. "
               f"Fitted: {Path(args.fitted).name} (OSS, Pei et al. 2025; training-distribution captions). AYS/GITS: "
               f"SD1.5 levels mapped affinely in log sigma onto 0.01 ... 157.\n\n{table(results, all_calls)}\n\n"
               f"Goals:\n{goals(results)}\n\nSchedules at 8 calls:\n"
@@ -250,7 +269,8 @@ def main():
                           for s in SAMPLER_NAMES for n in SCHEDULES if (s, n, 8) in results) + "\n")
     print(report)
     results_md.write_text(report)
-    plot(results, all_calls, Path(args.plot))
+    if not args.adherence_only:
+        plot(results, all_calls, Path(args.plot))
 
 
 if __name__ == "__main__":

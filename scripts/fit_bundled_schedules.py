@@ -3,7 +3,7 @@
 Captions come from the training distribution (training/scenes.py, held-out combinations excluded), so the
 held-out captions of benchmarks/fewer_steps.py never shape the schedules. One teacher per sampler, shared by budgets.
 Run: .venv/bin/python scripts/fit_bundled_schedules.py [--captions 4] [--grid 16]  (the shipped file's settings;
-OMP_NUM_THREADS=1 is much faster on a busy 2-core machine)
+OMP_NUM_THREADS=1 is much faster on a busy 2-core machine; --samplers and --budgets fit a part, for experiments)
 """
 import argparse
 import time
@@ -41,6 +41,8 @@ def main():
     parser.add_argument("--grid", type=int, default=16)
     parser.add_argument("--teacher-substeps", type=int, default=4)
     parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     parser.add_argument("--out", default=str(OUTPUT))
     args = parser.parse_args()
     unet, encoder = load_unet(str(BUNDLED)), load_text_encoder(str(BUNDLED))
@@ -52,12 +54,14 @@ def main():
     settings = {"grid_size": args.grid, "teacher_substeps": args.teacher_substeps, "cfg": args.cfg,
                 "sigma_min": sigma_min, "sigma_max": sigma_max, "size": 64, "negative": ""}
     fits, started = [], time.perf_counter()
-    for sampler in SAMPLERS:
+    budgets = [int(b) for b in args.budgets.split(",")]
+    for sampler in args.samplers.split(","):
         def progress(done, total, sampler=sampler):
             if done % 25 == 0 or done == total:
-                print(f"{sampler}: {done}/{total} DP nodes ({time.perf_counter() - started:.0f} s)", flush=True)
+                seconds = time.perf_counter() - started
+                print(f"{sampler}: {done}/{total} DP nodes ({seconds:.0f} s)", flush=True)
 
-        fits += fit_schedules(model, noise, sigma_min, sigma_max, sampler, BUDGETS, grid_size=args.grid,
+        fits += fit_schedules(model, noise, sigma_min, sigma_max, sampler, budgets, grid_size=args.grid,
                               teacher_substeps=args.teacher_substeps, progress=progress)
     seconds = time.perf_counter() - started
     data = record(weights_hash(unet), BUNDLED.name, settings, fits, caption_seed=CAPTION_SEED,
@@ -67,7 +71,8 @@ def main():
                   seconds=round(seconds))
     save(Path(args.out), data)
     for fit in fits:
-        print(f"{fit.note}: {', '.join(f'{s:.3g}' for s in fit.sigmas.tolist())} (teacher RMSE {fit.error:.4f})")
+        levels = ", ".join(f"{s:.3g}" for s in fit.sigmas.tolist())
+        print(f"{fit.note}: {levels} (teacher RMSE {fit.error:.4f})")
     print(f"wrote {args.out} in {seconds:.0f} s")
 
 
