@@ -12,7 +12,7 @@ import torch
 from comfy_api.latest import io
 
 from ..pipeline.fit_schedule import PAPER, fit_schedule, fittable_samplers
-from ..pipeline.digest import fingerprint
+from ..pipeline.digest import fingerprint, value_fingerprint
 from ..pipeline.fit_store import load, record, save, settings_key, sigmas_of, weights_hash
 from ..pipeline.guidance import Guided
 from ..pipeline.noise import start_noise
@@ -78,7 +78,8 @@ class FitSchedule(CheckedNode):
             description=f"Fit a schedule to your own model: the noise levels for which a sampler, in a budget of model "
                         f"calls, lands closest to a fine-grid run of the same sampler ({PAPER}, dynamic programming "
                         f"over a grid of noise levels). Slow: hundreds of model calls. The fit is saved in ComfyUI's "
-                        f"user folder by the weights' hash and the settings, and an identical fit is loaded, not redone.",
+                        f"user folder by the hash of the weights, their patches (LoRAs) and the settings, and an "
+                        f"identical fit is loaded, not redone.",
             inputs=[
                 UNET.Input("unet", optional=True, tooltip="The pack's noise predictor (Load U-Net). Connect this or "
                                                           "model, not both."),
@@ -118,9 +119,11 @@ class FitSchedule(CheckedNode):
         options = dict(grid_size=grid_size, teacher_substeps=teacher_substeps)
         samples = latent["samples"][:1]
         shape = (seeds, *samples.shape[1:])
+        patcher = unet if unet is not None else model
         settings = {"sampler": sampler, "calls": calls, "cfg": cfg, "seed": seed, "seeds": seeds,
                     "shape": list(shape), **options,
-                    "conditioning": fingerprint(positive[0][0], negative[0][0])}
+                    "conditioning": fingerprint(positive[0][0], negative[0][0]),
+                    "patches": value_fingerprint(patcher.patches)}  # a LoRA and its strength change the model
         progress = comfy.utils.ProgressBar(1)
 
         def tick(done, total):
@@ -138,7 +141,6 @@ class FitSchedule(CheckedNode):
         else:
             sampling = model.get_model_object("model_sampling")
             model_hash, model_name = weights_hash(model.model.diffusion_model), "model"
-            settings["patches"] = sorted(model.patches)
             sigma_min, sigma_max = float(sampling.sigma_min), float(sampling.sigma_max)
         path = fits_folder() / f"{_name(Path(model_name or 'unet').stem)}-{sampler}-{calls}calls-" \
                                f"{settings_key(model_hash, settings)}.json"

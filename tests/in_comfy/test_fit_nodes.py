@@ -86,6 +86,27 @@ def test_fit_equals_the_core_saves_under_the_user_folder_and_is_reused(nodes, un
         fit(nodes, unet=unet, seeds=3)
 
 
+@pytest.mark.parametrize("route", ["unet", "model"])
+def test_a_patch_or_its_strength_asks_for_a_new_fit(nodes, unet, user_dir, monkeypatch, route):
+    from diffusion_blocks.nodes import fit_nodes
+
+    wire = unet if route == "unet" else run_node(nodes["DB_NoisePredictorAsModel"], unet=unet)[0]
+    key = next(k for k in wire.model_state_dict() if k.endswith("out.2.bias"))
+    delta = torch.full_like(wire.model_state_dict()[key], 0.01)
+
+    def patched(strength):
+        clone = wire.clone()
+        clone.add_patches({key: (delta,)}, strength)
+        return clone
+
+    fit(nodes, **{route: patched(0.5)})
+    monkeypatch.setattr(fit_nodes, "fit_schedule", lambda *a, **k: pytest.fail("refitted"))
+    fit(nodes, **{route: patched(0.5)})  # the same patch again: loaded
+    for other in (wire, patched(1.0)):  # unpatched, or another strength: a new fit
+        with pytest.raises(pytest.fail.Exception, match="refitted"):
+            fit(nodes, **{route: other})
+
+
 def test_native_model_route_gives_a_valid_saved_fit(nodes, unet, user_dir):
     model, = run_node(nodes["DB_NoisePredictorAsModel"], unet=unet)
     sigmas, _ = fit(nodes, model=model)
