@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from diffusion_blocks.devtools.comfy_host import import_comfyui
+from diffusion_blocks.devtools.compare import relative_error
 from diffusion_blocks.networks.families import FAMILIES as MODEL_FAMILIES
 from diffusion_blocks.networks.unet import UNet, UNetConfig
 from diffusion_blocks.networks.unet.fast import FastUNet
@@ -139,10 +140,6 @@ def count_flops(call):
     return counter.get_total_flops()
 
 
-def relative(result, reference):
-    return ((result.float() - reference.float()).abs().max() / reference.float().abs().max()).item()
-
-
 def peak_memory(device):
     return torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
 
@@ -204,7 +201,7 @@ def bench_model(name, device, dtype_name, batch, size, args, UNetModel):
             if column.endswith(("compiled", "fast")):
                 print(f"[{name} {dtype_name} b{batch}] {column}: first calls (compile) {compile_seconds[column]:.1f} s",
                       flush=True)
-            errors[column] = relative(call(), reference)
+            errors[column] = relative_error(call(), reference)
         seconds = measure(calls, device, args.rounds, args.per_round)
         kernels = profile_top_kernels(calls["ours fast"], device) if args.profile and "ours fast" in calls else None
         if "ours fast" in calls:

@@ -28,12 +28,12 @@ FOLDERS = (PACK_FOLDER, "checkpoints", "diffusion_models")
 SPEED_TOOLTIP = (
     "How the network runs. standard: plain PyTorch, nothing to wait for. compiled: torch.compile with channels-last "
     "activations, fused GroupNorm+SiLU, one fused QKV projection and the prompt's cross-attention keys/values made "
-    "once per run; made for the GPU, where the first run at each image size and batch compiles first (it can take "
-    "a minute or more; 'compiling...' shows on the running node), and the fused "
-    "attention weights take a little extra GPU memory. compiled + CUDA graphs: also records each whole sampling "
-    "step (both prompts and the guidance) as one CUDA graph and replays it (meant to be the fastest), a few seconds more on the "
-    "first run at a size, and it keeps that step's working memory reserved (up to 6 sizes) until ComfyUI unloads "
-    "the model; without CUDA it runs as compiled.")
+    "once per run; made for the GPU, where the first run at each image size and batch compiles first (it can take a "
+    "minute or more; 'compiling...' shows on the running node), and the fused attention weights take a little extra "
+    "GPU memory. compiled + CUDA graphs: also records each whole sampling step (both prompts and the guidance) as one "
+    "CUDA graph and replays it (meant to be the fastest), a few seconds more on the first run at a size, and it keeps "
+    "that step's working memory reserved (up to 6 sizes) until ComfyUI unloads the model; without CUDA it runs as "
+    "compiled.")
 
 
 class LoadUNet(CheckedNode):

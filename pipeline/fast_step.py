@@ -59,11 +59,13 @@ class FastGuided:
         if key not in self._conditioning:
             batch = x.shape[0]
             if self.guided:
-                parts = [joined(a, b, batch) for a, b in ((self.cond.context, self.uncond.context), (self.cond.y, self.uncond.y))]
+                pairs = ((self.cond.context, self.uncond.context), (self.cond.y, self.uncond.y))
+                parts = [joined(a, b, batch) for a, b in pairs]
             else:
                 parts = [batched(v, batch) for v in (self.cond.context, self.cond.y)]
             calls = 2 * batch if self.guided else batch
-            _, _, context, y = self.network.checked_inputs(x.new_empty((calls, *x.shape[1:])), torch.zeros(calls), *parts)
+            _, _, context, y = self.network.checked_inputs(x.new_empty((calls, *x.shape[1:])), torch.zeros(calls),
+                                                           *parts)
             self._conditioning[key] = (torch.tensor(self.cfg, device=x.device), context, y,
                                        self.denoiser.schedule.log_sigmas.to(x.device), self.network.addresses())
         return self._conditioning[key]

@@ -6,11 +6,11 @@ from typing import NamedTuple
 import torch
 
 from ..networks.prediction import Cond
+from ..samplers.common import NoiseStream
+from .digest import fingerprint
 from .finite import check_cfg, explain_non_finite, is_finite
 from .guidance import Guided
-from ..samplers.common import NoiseStream
 from .noise import Seed, noisy_start
-from .digest import fingerprint
 from .part_way import PartWay, Replay, sampler_key
 
 

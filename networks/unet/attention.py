@@ -1,4 +1,5 @@
-"""Which exact fused attention kernel to use on a GPU: FlashAttention-2, cuDNN or memory-efficient, whichever is fastest."""
+"""Which exact fused attention kernel to use on a GPU: FlashAttention-2, cuDNN or memory-efficient, whichever is
+fastest."""
 import contextlib
 
 import torch
@@ -13,7 +14,8 @@ TIMED_CALLS = 10
 
 
 def time_backends(device, dtype, batch, heads, tokens, head_dim):
-    """Milliseconds per call of every exact SDPA kernel that runs these shapes on this GPU (the ones that refuse are left out)."""
+    """Milliseconds per call of every exact SDPA kernel that runs these shapes on this GPU (the ones that refuse are
+    left out)."""
     q, k, v = (torch.randn(batch, heads, tokens, head_dim, device=device, dtype=dtype) for _ in range(3))
     timings = {}
     for name, backend in EXACT_BACKENDS.items():

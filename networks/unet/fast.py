@@ -23,7 +23,7 @@ MAX_SHAPES = 6  # compiled sizes (resolution x batch) kept per network; torch.co
 
 
 def stamp(tensors_):
-    """What identifies the current state of some tensors: the objects themselves, their in-place version, their memory."""
+    """What identifies the current state of some tensors: the objects, their in-place version, their memory."""
     return [(t, t._version, t.data_ptr()) for t in tensors_]
 
 
@@ -75,7 +75,8 @@ class FastUNet(UNet):
     # ---- what is made from the weights -------------------------------------------------------------------------
 
     def qkv_weights(self):
-        """Each transformer block's fused self-attention weight (None each when not fused), remade when its weights change."""
+        """Each transformer block's fused self-attention weight (None each when not fused), remade when its weights
+        change."""
         if not self.fused_qkv:
             return [None] * len(self.blocks)
         params = [p for b in self.blocks for p in (b.attn1.to_q.weight, b.attn1.to_k.weight, b.attn1.to_v.weight)]
@@ -85,14 +86,15 @@ class FastUNet(UNet):
         return self._qkv[1]
 
     def text_keys_values(self, context):
-        """Each block's cross-attention keys and values of `context` (None each when not cached): made once, reused while
-        the context tensor, the key and value weights and their patches stay the same."""
+        """Each block's cross-attention keys and values of `context` (None each when not cached): made once, reused
+        while the context tensor, the key and value weights and their patches stay the same."""
         if not self.cached_kv or context is None:
             return [None] * len(self.blocks)
         params = [p for b in self.blocks for p in (b.attn2.to_k.weight, b.attn2.to_v.weight)]
         if not unchanged(self._kv[0], [context, *params]):
             with torch.no_grad():
-                self._kv = (stamp([context, *params]), [fast_layers.text_keys_values(b.attn2, context) for b in self.blocks])
+                made = [fast_layers.text_keys_values(b.attn2, context) for b in self.blocks]
+                self._kv = (stamp([context, *params]), made)
         return self._kv[1]
 
     # ---- the network ------------------------------------------------------------------------------------------
@@ -139,9 +141,10 @@ class FastUNet(UNet):
         """fn(weights, *run_inputs, *step_inputs) as this network's settings say: eagerly, compiled (once per shape of
         the inputs, `name` telling the function), or compiled and replayed as a CUDA graph. The first step input is
         the batch the network sees. Weights are read in place; run inputs change between runs, step inputs every call.
-        `addresses`: the weights' addresses when the caller knows them (checked once per sampling run), else looked up."""
+        `addresses`: the weights' addresses when the caller knows them (checked once per sampling run), else looked
+        up."""
         x = step_inputs[0]
-        with attention_kernel(self.attention_kernel(x)):
+        with attention_kernel(self.attention_backend(x)):
             key = self._compiled_key(name, run_inputs, step_inputs) if self.compiled else None
             if key is None:
                 return fn(weights, *run_inputs, *step_inputs)
@@ -158,7 +161,8 @@ class FastUNet(UNet):
         """The compiled version's key for these inputs (shapes of the inputs that are tensors; what is made from them,
         like the text keys and values, follows), or None when it runs uncompiled: a new shape is compiled, and said,
         while fewer than max_shapes are."""
-        key = (name, tuple((t.shape, t.dtype, t.device) for t in (*run_inputs, *step_inputs) if isinstance(t, torch.Tensor)))
+        key = (name, tuple((t.shape, t.dtype, t.device) for t in (*run_inputs, *step_inputs)
+                           if isinstance(t, torch.Tensor)))
         if key in self._shapes:
             return key
         x = step_inputs[0]
@@ -189,7 +193,7 @@ class FastUNet(UNet):
                 return compiled(weights, *run_inputs, *step_inputs)
         return graph[1](run_inputs, step_inputs)
 
-    def attention_kernel(self, x):
+    def attention_backend(self, x):
         """The exact SDPA kernel for x's device and dtype, chosen (timed) on the first call there and logged."""
         key = (str(x.device), x.dtype)
         if key not in self.attention_choice:
@@ -199,8 +203,8 @@ class FastUNet(UNet):
             tokens = (x.shape[-2] >> first) * (x.shape[-1] >> first)
             self.attention_choice[key] = choose_backend(x.device, self.dtype, 2 * x.shape[0], heads, tokens, head_dim)
             timings = ", ".join(f"{k} {v:.3f} ms" for k, v in self.attention_choice[key][1].items())
-            log.info("diffusion_blocks: attention through the %s SDPA kernel on %s%s", self.attention_choice[key][0], key[0],
-                     f" (timed: {timings})" if timings else "")
+            log.info("diffusion_blocks: attention through the %s SDPA kernel on %s%s", self.attention_choice[key][0],
+                     key[0], f" (timed: {timings})" if timings else "")
         return self.attention_choice[key][0]
 
     def _say_once(self, message):
@@ -221,4 +225,4 @@ def with_speed(unet, speed, **options):
         raise ValueError(f"speed must be one of {', '.join(SPEEDS)}, got {speed!r}")
     if speed == SPEEDS[0]:
         return unet
-    return FastUNet(unet, compiled=True, cuda_graphs=speed == SPEEDS[2], **options)
+    return fast_unet(unet, cuda_graphs=speed == SPEEDS[2], **options)

@@ -25,11 +25,11 @@ def cloned(tree):
 class CapturedCall:
     """fn(weights, *run_inputs, *step_inputs) recorded as one CUDA graph on static copies of its inputs.
 
-    Every call copies its step inputs (the noisy sample, the noise level) into the static buffers and replays;
-    run inputs (text keys and values, guidance scale) are copied only when other objects are passed (a list of
-    keys and values counts as the same while it is the same list). Weights are
-    read where they were at capture: the owner keys a CapturedCall by their addresses. The result is a fresh tensor
-    (the graph's own output is overwritten by the next replay).
+    Every call copies its step inputs (the noisy sample, the noise level) into the static buffers and replays; run
+    inputs (text keys and values, guidance scale) are copied only when other objects are passed (a list of keys and
+    values counts as the same while it is the same list). Weights are read where they were at capture: the owner keys
+    a CapturedCall by their addresses. The result is a fresh tensor (the graph's own output is overwritten by the next
+    replay).
     """
 
     def __init__(self, fn, weights, run_inputs, step_inputs):

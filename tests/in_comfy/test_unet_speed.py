@@ -5,6 +5,7 @@ import torch
 
 from harness.nodes import run_node
 
+from diffusion_blocks.devtools.compare import relative_error
 from diffusion_blocks.networks.prediction import TrainingSpec
 from diffusion_blocks.networks.unet import UNet, UNetConfig
 from diffusion_blocks.networks.unet.fast import SPEEDS, FastUNet
@@ -60,10 +61,6 @@ def sample(nodes, unet, seed=3):
                          latent={"samples": torch.zeros(1, 4, 8, 8)}, seed=seed, cfg=4.0, positive=text(1),
                          negative=text(2))
     return latent["samples"]
-
-
-def relative_error(result, reference):
-    return ((result - reference).abs().max() / reference.abs().max()).item()
 
 
 def test_speed_is_an_optional_input_whose_default_is_the_plain_network(nodes, unet_file):

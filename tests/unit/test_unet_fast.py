@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from diffusion_blocks.devtools.compare import relative_error
 from diffusion_blocks.networks.prediction import Cond, Denoiser
 from diffusion_blocks.networks.training_spec import TrainingSpec
 from diffusion_blocks.networks.unet import UNet, UNetConfig
@@ -51,10 +52,6 @@ def inputs(config, batch=2, size=8, seed=1):
     context = torch.randn(batch, 5, config.context_dim, generator=g)
     y = torch.randn(batch, config.adm_in_channels, generator=g) if config.adm_in_channels else None
     return x, torch.tensor([3.0, 700.0])[:batch], context, y
-
-
-def relative_error(result, reference):
-    return ((result - reference).abs().max() / reference.abs().max()).item()
 
 
 @pytest.mark.parametrize("config", [SD_LIKE, SDXL_LIKE], ids=["sd1_like", "sdxl_like"])

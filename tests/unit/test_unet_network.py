@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from diffusion_blocks.devtools.compare import relative_error
 from diffusion_blocks.networks.families import FAMILIES
 from diffusion_blocks.networks.unet import UNet, UNetConfig
 from diffusion_blocks.networks.sdxl_conditioning import FEATURES as SIZE_EMBED_DIM, sdxl_vector
@@ -43,10 +44,6 @@ def randomize(module, seed):
             else:
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()))
     return module
-
-
-def relative_error(ours, reference):
-    return ((ours - reference).abs().max() / reference.abs().max()).item()
 
 
 @pytest.fixture(scope="module", params=sorted(SMALL_DIFFUSERS))
