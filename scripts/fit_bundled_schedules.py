@@ -2,6 +2,9 @@
 
 Captions come from the training distribution (training/scenes.py, held-out combinations excluded), so the
 held-out captions of benchmarks/fewer_steps.py never shape the schedules. One teacher per sampler, shared by budgets.
+Of the best paths ending at each last noise level, the one closest to the teacher is kept; with --choose judge, the
+one whose pictures pass the most checks of the shapes judge (training/analyse.py) on those captions (ties: the
+closest), because with many captions the distance alone prefers a blurred last jump (rounded corners read as circles).
 Run: .venv/bin/python scripts/fit_bundled_schedules.py [--captions 4] [--grid 16]  (the shipped file's settings;
 OMP_NUM_THREADS=1 is much faster on a busy 2-core machine; --samplers and --budgets fit a part, for experiments)
 """
@@ -17,7 +20,9 @@ from diffusion_blocks.pipeline.fit_schedule import fit_schedules
 from diffusion_blocks.pipeline.fit_store import record, save, weights_hash
 from diffusion_blocks.pipeline.guidance import Guided
 from diffusion_blocks.pipeline.noise import start_noise
+from diffusion_blocks.training.analyse import score
 from diffusion_blocks.training.scenes import sample_scenes
+from diffusion_blocks.views.pixels import to_uint8
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "models" / "diffusion_blocks_shapes.safetensors"
@@ -35,6 +40,18 @@ def guided_model(unet, encoder, captions, cfg):
     return denoiser, Guided(denoiser, cond, Cond(encoder.encode("")[0]), cfg)
 
 
+def judged(scenes):
+    """choose(finishes) for fit_schedules: the finish whose pictures pass the most adherence checks, then the closest."""
+    def passes(finish):
+        images = to_uint8(finish.final.clamp(-1, 1)).numpy()
+        return sum(sum(results) for scene, image in zip(scenes, images) for results in score(scene, image).values())
+
+    def choose(finishes):
+        return min(range(len(finishes)), key=lambda i: (-passes(finishes[i]), finishes[i].error))
+
+    return choose
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--captions", type=int, default=4)
@@ -43,16 +60,19 @@ def main():
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    parser.add_argument("--choose", choices=("teacher", "judge"), default="teacher",
+                        help="the last noise level: closest to the teacher, or most adherence checks passed")
     parser.add_argument("--out", default=str(OUTPUT))
     args = parser.parse_args()
     unet, encoder = load_unet(str(BUNDLED)), load_text_encoder(str(BUNDLED))
-    captions = [scene.caption for scene in sample_scenes(CAPTION_SEED, args.captions, held_out=False)]
+    scenes = sample_scenes(CAPTION_SEED, args.captions, held_out=False)
+    captions = [scene.caption for scene in scenes]
     denoiser, model = guided_model(unet, encoder, captions, args.cfg)
     seeds = [NOISE_SEED + i for i in range(len(captions))]
     noise = start_noise((len(captions), unet.config.in_channels, 64, 64), seeds)
     sigma_min, sigma_max = float(denoiser.schedule.sigma_min), float(denoiser.schedule.sigma_max)
     settings = {"grid_size": args.grid, "teacher_substeps": args.teacher_substeps, "cfg": args.cfg,
-                "sigma_min": sigma_min, "sigma_max": sigma_max, "size": 64, "negative": ""}
+                "sigma_min": sigma_min, "sigma_max": sigma_max, "size": 64, "negative": "", "choose": args.choose}
     fits, started = [], time.perf_counter()
     budgets = [int(b) for b in args.budgets.split(",")]
     for sampler in args.samplers.split(","):
@@ -62,12 +82,13 @@ def main():
                 print(f"{sampler}: {done}/{total} DP nodes ({seconds:.0f} s)", flush=True)
 
         fits += fit_schedules(model, noise, sigma_min, sigma_max, sampler, budgets, grid_size=args.grid,
-                              teacher_substeps=args.teacher_substeps, progress=progress)
+                              teacher_substeps=args.teacher_substeps, progress=progress,
+                              choose=judged(scenes) if args.choose == "judge" else None)
     seconds = time.perf_counter() - started
     data = record(weights_hash(unet), BUNDLED.name, settings, fits, caption_seed=CAPTION_SEED,
                   captions=captions, noise_seeds=seeds,
                   command=f"scripts/fit_bundled_schedules.py --captions {args.captions} --grid {args.grid} "
-                          f"--teacher-substeps {args.teacher_substeps} --cfg {args.cfg:g}",
+                          f"--teacher-substeps {args.teacher_substeps} --cfg {args.cfg:g} --choose {args.choose}",
                   seconds=round(seconds))
     save(Path(args.out), data)
     for fit in fits:

@@ -57,6 +57,32 @@ def test_reported_error_is_the_samplers_own_on_the_fitted_schedule(sampler, gmm,
     assert fit.error == pytest.approx(rmse(run(sampler, gmm, noise, fit.sigmas), teacher), rel=1e-9)
 
 
+def test_choose_picks_among_the_best_paths_to_each_last_level(gmm, noise):
+    # the final choice sees one finish per possible last level, each the sampler's own result on its schedule; the
+    # default keeps the closest to the teacher, a caller's choose may keep another
+    size, steps = 8, 3
+    grid = log_grid(SIGMA_MIN, SIGMA_MAX, size)
+    teacher = run("dpmpp_2m", gmm, noise, torch.cat([grid, torch.zeros(1)]))
+    seen = []
+
+    def highest_end(finishes):
+        seen.extend(finishes)
+        return max(range(len(finishes)), key=lambda i: float(finishes[i].sigmas[-2]))
+
+    options = {"grid_size": size, "teacher_substeps": 1}
+    chosen = fit_schedule(gmm, noise, SIGMA_MIN, SIGMA_MAX, "dpmpp_2m", steps, choose=highest_end, **options)
+    closest = fit_schedule(gmm, noise, SIGMA_MIN, SIGMA_MAX, "dpmpp_2m", steps, **options)
+    last = [float(f.sigmas[-2]) for f in seen]
+    assert sorted(last, reverse=True) == grid[steps - 1:].tolist()  # every reachable last level, once
+    for finish in seen:
+        assert torch.equal(finish.final, run("dpmpp_2m", gmm, noise, finish.sigmas))
+        assert finish.error == pytest.approx(rmse(finish.final, teacher), rel=1e-12)
+    assert float(chosen.sigmas[-2]) == max(last) and chosen.error == seen[last.index(max(last))].error
+    nearest = min(seen, key=lambda f: f.error)
+    assert torch.equal(closest.sigmas, nearest.sigmas) and closest.error == nearest.error
+    assert float(chosen.sigmas[-2]) != float(closest.sigmas[-2])  # the choice changed the fit
+
+
 def recorded_run(sampler, gmm, noise, sigmas):
     """(what the sampler hands the model at each call, its result)."""
     inputs = []
