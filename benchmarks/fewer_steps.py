@@ -2,9 +2,10 @@
 
 For 4, 6, 8, 10 and 20 model calls and each schedule (karras, exponential, AYS-style, GITS-style and the schedule
 fitted to this model by scripts/fit_bundled_schedules.py, OSS, Pei et al. 2025), with dpmpp_2m, uni_pc and lms
-(variable-step Adams-Bashforth of order 4; the pack's ipndm_v is the same method): the distance of the pictures to a 200-step reference (dpmpp_2m + karras; mean over pictures of the pixel RMSE, in 8-bit
-levels) and the five adherence scores of benchmarks/adherence.py, on its held-out captions (seed = caption index, cfg
-5). The fitted schedules were fitted on training-distribution captions, never on these.
+(variable-step Adams-Bashforth of order 4; the pack's ipndm_v is the same method): the distance of the pictures to a
+200-step reference (dpmpp_2m + karras; mean over pictures of the pixel RMSE, in 8-bit levels) and the five adherence
+scores of benchmarks/adherence.py, on its held-out captions (seed = caption index, cfg 5). The fitted schedules were
+fitted on training-distribution captions, never on these.
 
 AYS-style and GITS-style: the published SD1.5 levels (Sabour et al. 2024; Chen et al. 2024) span 14.6 ... 0.029, not
 this model's 157 ... 0.01, so they are mapped affinely in log sigma onto the model's range (first level to sigma_max,

@@ -60,6 +60,11 @@ class Finish:
     error: float  # RMSE of that sample against the teacher's final sample
 
 
+def closest_to_teacher(finishes: list[Finish]) -> int:
+    """The OSS choice: the finish whose final sample is closest to the teacher's."""
+    return min(range(len(finishes)), key=lambda i: finishes[i].error)
+
+
 class Stopped(Exception):
     """Raised inside a replay when the model is asked for the node whose sample is wanted."""
 
@@ -121,7 +126,7 @@ def fit_schedules(model: Callable, noise: torch.Tensor, sigma_min: float, sigma_
                   budgets: Sequence[int], *, grid_size: int = 24, teacher_substeps: int = 4,
                   latent: torch.Tensor | None = None, extra_args: dict | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  choose: Callable[[list[Finish]], int] | None = None) -> list[FittedSchedule]:
+                  choose: Callable[[list[Finish]], int] = closest_to_teacher) -> list[FittedSchedule]:
     """One fitted schedule per budget of model calls (sharing one teacher and one memo of model answers).
 
     model(x, sigma, **extra_args) -> denoised (k-diffusion convention); the samples start at latent + sigma_max *
@@ -153,7 +158,7 @@ def fit_schedules(model: Callable, noise: torch.Tensor, sigma_min: float, sigma_
     fits = []
     for budget, steps, calls in plans:
         finishes = _fit(memo, start, grid, sampler, per_step, steps, teacher_states, teacher_final, tick)
-        chosen = finishes[choose(finishes)] if choose else min(finishes, key=lambda finish: finish.error)
+        chosen = finishes[choose(finishes)]
         fits.append(FittedSchedule(check_schedule_output(chosen.sigmas, "fitted", {"grid_size": grid_size}), sampler,
                                    budget, steps, calls, chosen.error, memo.calls))
     return fits

@@ -16,7 +16,7 @@ import torch
 
 from diffusion_blocks.networks import load_text_encoder, load_unet
 from diffusion_blocks.networks.prediction import Cond, Denoiser
-from diffusion_blocks.pipeline.fit_schedule import fit_schedules
+from diffusion_blocks.pipeline.fit_schedule import closest_to_teacher, fit_schedules
 from diffusion_blocks.pipeline.fit_store import record, save, weights_hash
 from diffusion_blocks.pipeline.guidance import Guided
 from diffusion_blocks.pipeline.noise import start_noise
@@ -41,7 +41,7 @@ def guided_model(unet, encoder, captions, cfg):
 
 
 def judged(scenes):
-    """choose(finishes) for fit_schedules: the finish whose pictures pass the most adherence checks, then the closest."""
+    """choose(finishes) for fit_schedules: most adherence checks passed by its pictures, then the closest."""
     def passes(finish):
         images = to_uint8(finish.final.clamp(-1, 1)).numpy()
         return sum(sum(results) for scene, image in zip(scenes, images) for results in score(scene, image).values())
@@ -83,7 +83,7 @@ def main():
 
         fits += fit_schedules(model, noise, sigma_min, sigma_max, sampler, budgets, grid_size=args.grid,
                               teacher_substeps=args.teacher_substeps, progress=progress,
-                              choose=judged(scenes) if args.choose == "judge" else None)
+                              choose=judged(scenes) if args.choose == "judge" else closest_to_teacher)
     seconds = time.perf_counter() - started
     data = record(weights_hash(unet), BUNDLED.name, settings, fits, caption_seed=CAPTION_SEED,
                   captions=captions, noise_seeds=seeds,
