@@ -11,7 +11,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..pipeline.fit_schedule import PAPER, fit_schedule, fittable_samplers
+from ..pipeline.fit_schedule import PAPER, fit_schedule, fittable_samplers, sampler_label
 from ..pipeline.digest import fingerprint, value_fingerprint
 from ..pipeline.fit_store import load, record, save, settings_key, sigmas_of, weights_hash
 from ..pipeline.guidance import Guided
@@ -21,6 +21,7 @@ from ..views.plot import plot_sigmas
 from .checks import CheckedNode
 from .compat import schema
 from .images import to_image_tensor
+from .sampler_nodes import options_for
 from .wires import UNET, checked_latent, pixel_size, ready, text_condition
 
 CATEGORY = "diffusion_blocks/schedules"
@@ -33,15 +34,21 @@ def fits_folder() -> Path:
     return Path(folder_paths.get_user_directory()) / "diffusion_blocks" / "fitted_schedules"
 
 
+def shipped_fits() -> dict[str, dict]:
+    """The fits shipped for the bundled model by their Load Fitted Schedule label, e.g. 'shipped:
+    diffusion_blocks_shapes uni_pc_bh2 order=1 8 calls'."""
+    if not SHIPPED.is_file():
+        return {}
+    model = SHIPPED.stem.removesuffix(".fitted")
+    return {f"{SHIPPED_PREFIX}{model} {sampler_label(fit['sampler'], fit.get('options', {}))} {fit['budget']} calls": fit
+            for fit in load(SHIPPED)["fits"]}
+
+
 def saved_choices() -> list[str]:
     """The Load Fitted Schedule options: the shipped fits of the bundled model, then the user's saved fits."""
-    shipped = []
-    if SHIPPED.is_file():
-        shipped = [f"{SHIPPED_PREFIX}{SHIPPED.stem.removesuffix('.fitted')} {fit['sampler']} {fit['budget']} calls"
-                   for fit in load(SHIPPED)["fits"]]
     folder = fits_folder()
     saved = sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
-    return shipped + saved
+    return [*shipped_fits(), *saved]
 
 
 def _native_fit(model, positive, negative, cfg, latent, noise, fit):
@@ -104,6 +111,10 @@ class FitSchedule(CheckedNode):
                                      "model's range); cost grows with it."),
                 io.Int.Input("teacher_substeps", default=4, min=1, max=32,
                              tooltip="The teacher runs the sampler with this many steps per grid interval."),
+                io.Int.Input("order", default=0, min=0, max=4, optional=True,
+                             tooltip="For multistep samplers (Multistep Sampler's order): how many past steps the "
+                                     "sampler uses, as you will sample with; 0: its own default. Others ignore it. "
+                                     "UniPC at order 1 suits few steps with guidance."),
             ],
             outputs=[io.Sigmas.Output(display_name="sigmas", tooltip="The fitted noise levels, highest first, ending "
                                                                        "in 0."),
@@ -112,16 +123,18 @@ class FitSchedule(CheckedNode):
 
     @classmethod
     def execute(cls, sampler, calls, positive, negative, cfg, latent, seed, seeds, grid_size, teacher_substeps,
-                unet=None, model=None) -> io.NodeOutput:
+                unet=None, model=None, order=0) -> io.NodeOutput:
         if (unet is None) == (model is None):
             raise ValueError("unet, model: connect exactly one of them (the pack's U-Net or a native MODEL); "
                              f"got {'both' if unet is not None else 'neither'}")
-        options = dict(grid_size=grid_size, teacher_substeps=teacher_substeps)
+        sampler_options = options_for(sampler, {"order": order})
+        options = dict(grid_size=grid_size, teacher_substeps=teacher_substeps, sampler_options=sampler_options)
         samples = latent["samples"][:1]
         shape = (seeds, *samples.shape[1:])
         patcher = unet if unet is not None else model
         settings = {"sampler": sampler, "calls": calls, "cfg": cfg, "seed": seed, "seeds": seeds,
-                    "shape": list(shape), **options,
+                    "shape": list(shape), "grid_size": grid_size, "teacher_substeps": teacher_substeps,
+                    **({"sampler_options": sampler_options} if sampler_options else {}),  # older keys stay valid
                     "conditioning": fingerprint(positive[0][0], negative[0][0]),
                     "patches": value_fingerprint(patcher.patches)}  # a LoRA and its strength change the model
         progress = comfy.utils.ProgressBar(1)
@@ -142,7 +155,8 @@ class FitSchedule(CheckedNode):
             sampling = model.get_model_object("model_sampling")
             model_hash, model_name = weights_hash(model.model.diffusion_model), "model"
             sigma_min, sigma_max = float(sampling.sigma_min), float(sampling.sigma_max)
-        path = fits_folder() / f"{_name(Path(model_name or 'unet').stem)}-{sampler}-{calls}calls-" \
+        label = _name(sampler_label(sampler, sampler_options))
+        path = fits_folder() / f"{_name(Path(model_name or 'unet').stem)}-{label}-{calls}calls-" \
                                f"{settings_key(model_hash, settings)}.json"
         if path.is_file():
             sigmas, note = sigmas_of(load(path)), f"loaded {path.name}"
@@ -158,7 +172,8 @@ class FitSchedule(CheckedNode):
             save(path, record(model_hash, model_name or "model", settings, [fit]))
             sigmas, note = fit.sigmas, fit.note
         karras = get_sigmas("karras", len(sigmas) - 1, sigma_min=sigma_min, sigma_max=sigma_max)
-        picture = plot_sigmas([sigmas.numpy(), karras.numpy()], [f"fitted ({sampler})", "karras"],
+        fitted = f"fitted ({sampler_label(sampler, sampler_options)})"
+        picture = plot_sigmas([sigmas.numpy(), karras.numpy()], [fitted, "karras"],
                               title=f"Fitted schedule: {note}")
         return io.NodeOutput(sigmas, to_image_tensor(picture))
 
@@ -170,7 +185,8 @@ class LoadFittedSchedule(CheckedNode):
             node_id="DB_LoadFittedSchedule", display_name="Load Fitted Schedule", category=CATEGORY,
             search_aliases=["optimal steps", "fitted sigmas", "OSS", "noise schedule"],
             description="A schedule fitted earlier by Fit Schedule (kept in ComfyUI's user folder), or one shipped "
-                        "with the pack for the bundled shapes model (dpmpp_2m and uni_pc at 4, 6, 8 and 10 calls).",
+                        "with the pack for the bundled shapes model (dpmpp_2m, uni_pc, lms and uni_pc_bh2 at order 1, "
+                        "each at 4, 6, 8 and 10 calls; sample with the sampler and order named).",
             inputs=[io.Combo.Input("fit", options=saved_choices(),
                                    tooltip="Which fit: 'shipped: ...' for the bundled model, else a file saved by "
                                            "Fit Schedule (named model-sampler-calls-key).")],
@@ -180,8 +196,11 @@ class LoadFittedSchedule(CheckedNode):
     @classmethod
     def execute(cls, fit) -> io.NodeOutput:
         if fit.startswith(SHIPPED_PREFIX):
-            _, sampler, calls, _ = fit.removeprefix(SHIPPED_PREFIX).split(" ")
-            return io.NodeOutput(sigmas_of(load(SHIPPED), sampler, int(calls)))
+            shipped = shipped_fits()
+            if fit not in shipped:
+                raise ValueError(f"fit: {fit!r} is not shipped with this version of the pack; choose one of "
+                                 f"{', '.join(shipped)}")
+            return io.NodeOutput(sigmas_of({"fits": [shipped[fit]]}))
         return io.NodeOutput(sigmas_of(load(fits_folder() / Path(fit).name)))
 
 

@@ -8,6 +8,7 @@ j is closest (RMSE) to the teacher's there, chosen among best[m-1][k] + (k -> j)
 is, among best[K-1][j] + (j -> 0), the one whose final sample is closest to the teacher's final sample (or the one a
 caller's `choose` prefers: distance to a teacher rewards a blurred last jump, so a judge of the pictures may choose).
 
+The sampler runs with the options it will sample with (sampler_options, e.g. UniPC's order), the teacher's runs too.
 Multistep samplers (dpmpp_2m, uni_pc, ...) carry history: a step from the state kept at (m-1, k) uses that path's own
 history, because every candidate is made by replaying the real sampler on the path so far. The replay runs on a whole
 K-step schedule (the path, then the next grid nodes, then 0), so that choices a sampler makes from the schedule's
@@ -15,15 +16,17 @@ length (UniPC's lower orders near the end) are the ones it makes in the fitted s
 asked for the path's last node: that sample is the candidate state. A memo of model answers, keyed by the exact input
 sample and noise level, makes a replay cost one new model call per DP node, as the paper's stored states do.
 """
+import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..samplers import SAMPLER_SPECS, SAMPLERS
+from ..samplers.registry import sampler_options as accepted_options
 from ..schedules import get_sigmas
-from ..schedules.validation import check_choice, check_schedule_output, check_sigma_range, check_steps
+from ..schedules.validation import check_choice, check_options, check_schedule_output, check_sigma_range, check_steps
 from .digest import fingerprint
 from .equal_cost import steps_within
 
@@ -42,13 +45,33 @@ class FittedSchedule:
     calls: int  # model calls the sampler makes on these sigmas (<= budget)
     error: float  # RMSE of the final sample against the teacher's final sample
     fit_calls: int  # model calls the search made up to this schedule (teacher excluded; shared between budgets)
+    options: dict = field(default_factory=dict)  # the sampler's options it was fitted with (e.g. {"order": 1})
 
     @property
     def note(self) -> str:
         """One line: steps and calls, and what is left of the budget when the sampler's steps do not divide it."""
         unused = self.budget - self.calls
         left = f" ({unused} of the budget of {self.budget} unused)" if unused else ""
-        return f"{self.sampler}: {self.steps} steps = {self.calls} model calls{left}"
+        return f"{sampler_label(self.sampler, self.options)}: {self.steps} steps = {self.calls} model calls{left}"
+
+
+def sampler_label(sampler: str, options: dict) -> str:
+    """The sampler's name with the options it runs with, e.g. 'uni_pc_bh2 order=1'."""
+    return " ".join([sampler, *(f"{name}={value}" for name, value in sorted(options.items()))])
+
+
+def parse_sampler_label(label: str) -> tuple[str, dict]:
+    """(sampler, options) from a sampler_label ('uni_pc_bh2 order=1'): numeric options, whole numbers as ints."""
+    name, *pairs = label.split()
+    options = {}
+    for pair in pairs:
+        option, _, value = pair.partition("=")
+        try:
+            options[option] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise ValueError(f"sampler: {label!r}: options are written option=number after the name, e.g. "
+                             f"'uni_pc_bh2 order=1'") from None
+    return name, options
 
 
 @dataclass(frozen=True)
@@ -126,16 +149,21 @@ def fit_schedules(model: Callable, noise: torch.Tensor, sigma_min: float, sigma_
                   budgets: Sequence[int], *, grid_size: int = 24, teacher_substeps: int = 4,
                   latent: torch.Tensor | None = None, extra_args: dict | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  choose: Callable[[list[Finish]], int] = closest_to_teacher) -> list[FittedSchedule]:
+                  choose: Callable[[list[Finish]], int] = closest_to_teacher,
+                  sampler_options: dict | None = None) -> list[FittedSchedule]:
     """One fitted schedule per budget of model calls (sharing one teacher and one memo of model answers).
 
     model(x, sigma, **extra_args) -> denoised (k-diffusion convention); the samples start at latent + sigma_max *
     noise (latent: zeros when not given), one batch whose items all count in the error. progress(done, total) after
     every DP node; it may raise to stop the fit. choose(finishes) -> index picks among the best paths ending at each
-    last noise level (default: the one closest to the teacher).
+    last noise level (default: the one closest to the teacher). sampler_options (e.g. {"order": 1}) go to every run
+    of the sampler, the teacher's included.
     """
     sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
     per_step = check_fittable(sampler)
+    options = dict(sampler_options or {})
+    check_options(options, accepted_options(sampler), f"sampler {sampler!r}")
+    run = functools.partial(SAMPLERS[sampler], **options)
     grid_size, teacher_substeps = check_steps(grid_size, "grid_size"), check_steps(teacher_substeps, "teacher_substeps")
     plans = [(budget, *steps_for(sampler, budget, sigma_min, sigma_max)) for budget in budgets]
     too_many = [steps for _, steps, _ in plans if steps > grid_size]
@@ -153,14 +181,14 @@ def fit_schedules(model: Callable, noise: torch.Tensor, sigma_min: float, sigma_
             progress(done, total)
 
     start = (torch.zeros_like(noise) if latent is None else latent) + float(grid[0]) * noise
-    teacher_states, teacher_final = _teacher(model, start, grid, sampler, per_step, teacher_substeps, extra_args, tick)
+    teacher_states, teacher_final = _teacher(model, start, grid, run, per_step, teacher_substeps, extra_args, tick)
     memo = Memo(model, extra_args)
     fits = []
     for budget, steps, calls in plans:
-        finishes = _fit(memo, start, grid, sampler, per_step, steps, teacher_states, teacher_final, tick)
+        finishes = _fit(memo, start, grid, sampler, run, per_step, steps, teacher_states, teacher_final, tick)
         chosen = finishes[choose(finishes)]
         fits.append(FittedSchedule(check_schedule_output(chosen.sigmas, "fitted", {"grid_size": grid_size}), sampler,
-                                   budget, steps, calls, chosen.error, memo.calls))
+                                   budget, steps, calls, chosen.error, memo.calls, options))
     return fits
 
 
@@ -176,7 +204,7 @@ def _nodes(steps, size):
     return (steps - 1) * (size - steps + 1) + (size - steps + 1 if steps > 1 else 1)
 
 
-def _teacher(model, start, grid, sampler, per_step, substeps, extra_args, tick):
+def _teacher(model, start, grid, run, per_step, substeps, extra_args, tick):
     """The teacher's sample at every grid node (what it hands the model there) and its final sample."""
     fine = [grid[:1]]
     for a, b in zip(grid[:-1], grid[1:]):
@@ -191,13 +219,14 @@ def _teacher(model, start, grid, sampler, per_step, substeps, extra_args, tick):
             tick()  # reached the next grid node
         return model(x, sigma, **kwargs)
 
-    final = SAMPLERS[sampler](recording, start, sigmas, extra_args=extra_args, disable=True)
+    final = run(recording, start, sigmas, extra_args=extra_args, disable=True)
     states = [inputs[per_step * substeps * n] for n in range(len(grid))]
     return states, final
 
 
-def _replay(memo, start, sigmas, sampler, per_step, stop_at):
-    """The sampler on `sigmas` from `start`; with stop_at = n, the sample it hands the model at sigmas[n] instead."""
+def _replay(memo, start, sigmas, sampler, run, per_step, stop_at):
+    """The sampler (`run`, named `sampler`) on `sigmas` from `start`; with stop_at = n, the sample it hands the model
+    at sigmas[n] instead."""
     count = 0
 
     def model(x, sigma, **kwargs):
@@ -213,12 +242,12 @@ def _replay(memo, start, sigmas, sampler, per_step, stop_at):
         return memo(x, sigma, **kwargs)
 
     try:
-        return SAMPLERS[sampler](model, start, sigmas, extra_args=memo.extra_args, disable=True)
+        return run(model, start, sigmas, extra_args=memo.extra_args, disable=True)
     except Stopped as reached:
         return reached.x
 
 
-def _fit(memo, start, grid, sampler, per_step, steps, teacher_states, teacher_final, tick):
+def _fit(memo, start, grid, sampler, run, per_step, steps, teacher_states, teacher_final, tick):
     """The best K-step path from node 0 to each last node, then 0, by the OSS recursion (one Finish per last node)."""
     size = len(grid)
     zero = grid.new_zeros(1)
@@ -236,7 +265,7 @@ def _fit(memo, start, grid, sampler, per_step, steps, teacher_states, teacher_fi
                 if k >= j:
                     continue
                 candidate = path + (j,)
-                state = _replay(memo, start, schedule(candidate), sampler, per_step, level)
+                state = _replay(memo, start, schedule(candidate), sampler, run, per_step, level)
                 error = rmse(state, teacher_states[j])
                 if j not in best_next or error < best_next[j][0]:
                     best_next[j] = (error, candidate)
@@ -245,7 +274,7 @@ def _fit(memo, start, grid, sampler, per_step, steps, teacher_states, teacher_fi
     finishes = []
     for _, path in best.values():
         sigmas = torch.cat([grid[list(path)], zero])
-        final = _replay(memo, start, sigmas, sampler, per_step, None)
+        final = _replay(memo, start, sigmas, sampler, run, per_step, None)
         finishes.append(Finish(sigmas, final, rmse(final, teacher_final)))
         tick()
     return finishes

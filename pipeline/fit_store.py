@@ -8,7 +8,7 @@ import torch
 
 from ..schedules.validation import check_descending, check_sigmas
 from .digest import add_tensor
-from .fit_schedule import PAPER, FittedSchedule
+from .fit_schedule import PAPER, FittedSchedule, sampler_label
 
 FORMAT = "diffusion_blocks.fitted_schedules/1"
 _HASHES = weakref.WeakKeyDictionary()  # module -> hash of its weights (a module's weights are hashed once)
@@ -35,8 +35,9 @@ def record(model_hash: str, model_name: str, settings: dict, fits: list[FittedSc
     """The JSON record of fits of one model with one set of settings (facts: anything else worth keeping)."""
     return {"format": FORMAT, "paper": PAPER, "model_hash": model_hash, "model_name": model_name,
             "settings": settings, **facts,
-            "fits": [{"sampler": f.sampler, "budget": f.budget, "steps": f.steps, "calls": f.calls,
-                      "teacher_rmse": f.error, "sigmas": [float(s) for s in f.sigmas]} for f in fits]}
+            "fits": [{"sampler": f.sampler, **({"options": f.options} if f.options else {}), "budget": f.budget,
+                      "steps": f.steps, "calls": f.calls, "teacher_rmse": f.error,
+                      "sigmas": [float(s) for s in f.sigmas]} for f in fits]}
 
 
 def save(path: Path, data: dict) -> Path:
@@ -64,15 +65,22 @@ def load(path: Path) -> dict:
                 raise ValueError("sigmas must end in 0 after at least one positive level")
             for field in ("sampler", "budget", "steps", "calls"):
                 fit[field]
+            if not isinstance(fit.get("options", {}), dict):
+                raise ValueError("options must be a mapping of sampler options")
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"fitted schedule {name!r} is damaged: fit {k}: {error}") from None
     return data
 
 
-def sigmas_of(data: dict, sampler: str | None = None, calls: int | None = None) -> torch.Tensor:
-    """The sigmas of the record's fit for this sampler and budget (None: its only or first fit)."""
+def sigmas_of(data: dict, sampler: str | None = None, calls: int | None = None, options: dict | None = None
+              ) -> torch.Tensor:
+    """The sigmas of the record's fit for this sampler (with these options: none when not given) and budget (sampler
+    None: its only or first fit)."""
     for fit in data["fits"]:
-        if (sampler is None or fit["sampler"] == sampler) and (calls is None or fit["budget"] == calls):
+        if (sampler is None or (fit["sampler"], fit.get("options", {})) == (sampler, options or {})) \
+                and (calls is None or fit["budget"] == calls):
             return torch.tensor(fit["sigmas"], dtype=torch.float32)
-    have = ", ".join(f"{fit['sampler']} at {fit['budget']} calls" for fit in data["fits"])
-    raise ValueError(f"no fit for {sampler} at {calls} calls in this record; it has {have}")
+    have = ", ".join(f"{sampler_label(fit['sampler'], fit.get('options', {}))} at {fit['budget']} calls"
+                     for fit in data["fits"])
+    raise ValueError(f"no fit for {sampler_label(sampler, options or {})} at {calls} calls in this record; it has "
+                     f"{have}")

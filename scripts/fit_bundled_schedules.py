@@ -2,11 +2,14 @@
 
 Captions come from the training distribution (training/scenes.py, held-out combinations excluded), so the
 held-out captions of benchmarks/fewer_steps.py never shape the schedules. One teacher per sampler, shared by budgets.
-Of the best paths ending at each last noise level, the one closest to the teacher is kept; with --choose judge, the
-one whose pictures pass the most checks of the shapes judge (training/analyse.py) on those captions (ties: the
-closest), because with many captions the distance alone prefers a blurred last jump (rounded corners read as circles).
-Run: .venv/bin/python scripts/fit_bundled_schedules.py [--captions 4] [--grid 16]  (the shipped file's settings;
-OMP_NUM_THREADS=1 is much faster on a busy 2-core machine; --samplers and --budgets fit a part, for experiments)
+Of the best paths ending at each last noise level, the one whose pictures pass the most checks of the shapes judge
+(training/analyse.py) on those captions is kept (ties: the closest; --choose teacher: the closest to the teacher, the
+OSS choice), because with many captions the distance alone prefers a blurred last jump (rounded corners read as
+circles). A sampler may carry options after its name ('uni_pc_bh2 order=1': UniPC with the first-order predictor and
+its corrector, which few guided steps suit best on this model).
+Run: .venv/bin/python scripts/fit_bundled_schedules.py  (the shipped file's settings: 16 captions, grid 16, judge; about
+40 minutes on 2 CPU cores; OMP_NUM_THREADS=1 is much faster on a busy machine, and one process per sampler with
+--samplers, the records merged, gives the same fits; --budgets fits a part, for experiments)
 """
 import argparse
 import time
@@ -16,7 +19,7 @@ import torch
 
 from diffusion_blocks.networks import load_text_encoder, load_unet
 from diffusion_blocks.networks.prediction import Cond, Denoiser
-from diffusion_blocks.pipeline.fit_schedule import closest_to_teacher, fit_schedules
+from diffusion_blocks.pipeline.fit_schedule import closest_to_teacher, fit_schedules, parse_sampler_label
 from diffusion_blocks.pipeline.fit_store import record, save, weights_hash
 from diffusion_blocks.pipeline.guidance import Guided
 from diffusion_blocks.pipeline.noise import start_noise
@@ -29,7 +32,7 @@ BUNDLED = ROOT / "models" / "diffusion_blocks_shapes.safetensors"
 OUTPUT = ROOT / "models" / "diffusion_blocks_shapes.fitted.json"
 CAPTION_SEED = 20260415  # training-distribution captions, not the benchmarks' held-out seed
 NOISE_SEED = 1000  # start noise of caption i: seed 1000 + i (the benchmarks use seed = caption index)
-SAMPLERS = ("dpmpp_2m", "uni_pc")
+SAMPLERS = ("dpmpp_2m", "uni_pc", "lms", "uni_pc_bh2 order=1")  # a name, then options as option=value
 BUDGETS = (4, 6, 8, 10)
 
 
@@ -54,13 +57,13 @@ def judged(scenes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--captions", type=int, default=4)
+    parser.add_argument("--captions", type=int, default=16)
     parser.add_argument("--grid", type=int, default=16)
     parser.add_argument("--teacher-substeps", type=int, default=4)
     parser.add_argument("--cfg", type=float, default=5.0)
-    parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated, e.g. 'lms,uni_pc_bh2 order=1'")
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
-    parser.add_argument("--choose", choices=("teacher", "judge"), default="teacher",
+    parser.add_argument("--choose", choices=("teacher", "judge"), default="judge",
                         help="the last noise level: closest to the teacher, or most adherence checks passed")
     parser.add_argument("--out", default=str(OUTPUT))
     args = parser.parse_args()
@@ -75,14 +78,15 @@ def main():
                 "sigma_min": sigma_min, "sigma_max": sigma_max, "size": 64, "negative": "", "choose": args.choose}
     fits, started = [], time.perf_counter()
     budgets = [int(b) for b in args.budgets.split(",")]
-    for sampler in args.samplers.split(","):
-        def progress(done, total, sampler=sampler):
+    for label in args.samplers.split(","):
+        def progress(done, total, label=label):
             if done % 25 == 0 or done == total:
                 seconds = time.perf_counter() - started
-                print(f"{sampler}: {done}/{total} DP nodes ({seconds:.0f} s)", flush=True)
+                print(f"{label}: {done}/{total} DP nodes ({seconds:.0f} s)", flush=True)
 
+        sampler, options = parse_sampler_label(label)
         fits += fit_schedules(model, noise, sigma_min, sigma_max, sampler, budgets, grid_size=args.grid,
-                              teacher_substeps=args.teacher_substeps, progress=progress,
+                              teacher_substeps=args.teacher_substeps, progress=progress, sampler_options=options,
                               choose=judged(scenes) if args.choose == "judge" else closest_to_teacher)
     seconds = time.perf_counter() - started
     data = record(weights_hash(unet), BUNDLED.name, settings, fits, caption_seed=CAPTION_SEED,

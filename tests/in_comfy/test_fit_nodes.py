@@ -86,6 +86,29 @@ def test_fit_equals_the_core_saves_under_the_user_folder_and_is_reused(nodes, un
         fit(nodes, unet=unet, seeds=3)
 
 
+def test_order_is_fitted_for_the_samplers_that_take_it_and_ignored_by_the_others(nodes, unet, user_dir, monkeypatch):
+    sigmas, _ = fit(nodes, unet=unet, sampler="uni_pc_bh2", order=1)
+    denoiser = unet.model
+    guided = Guided(denoiser, Cond(text(1)[0][0]), Cond(text(2)[0][0]), CFG)
+    expected = fit_schedule(guided, start_noise((2, 3, SIZE, SIZE), 5), float(denoiser.schedule.sigma_min),
+                            float(denoiser.schedule.sigma_max), "uni_pc_bh2", 3, grid_size=6, teacher_substeps=1,
+                            sampler_options={"order": 1})
+    assert torch.equal(sigmas, expected.sigmas)
+    folder = user_dir / "diffusion_blocks" / "fitted_schedules"
+    saved, = folder.glob("tiny_fit-uni_pc_bh2_order_1-3calls-*.json")
+    record = json.loads(saved.read_text())
+    assert record["fits"][0]["options"] == {"order": 1} and record["settings"]["sampler_options"] == {"order": 1}
+    fit(nodes, unet=unet, sampler="euler")
+    plain, = folder.glob("tiny_fit-euler-3calls-*.json")
+    assert "sampler_options" not in json.loads(plain.read_text())["settings"]  # keys of fits saved before order
+    from diffusion_blocks.nodes import fit_nodes
+
+    monkeypatch.setattr(fit_nodes, "fit_schedule", lambda *a, **k: pytest.fail("refitted"))
+    fit(nodes, unet=unet, sampler="euler", order=2)  # euler has no order: the same fit, loaded
+    with pytest.raises(pytest.fail.Exception, match="refitted"):
+        fit(nodes, unet=unet, sampler="uni_pc_bh2", order=2)
+
+
 @pytest.mark.parametrize("route", ["unet", "model"])
 def test_a_patch_or_its_strength_asks_for_a_new_fit(nodes, unet, user_dir, monkeypatch, route):
     from diffusion_blocks.nodes import fit_nodes
@@ -139,6 +162,8 @@ def test_stop_interrupts_the_fit(nodes, unet, user_dir):
 
 
 def test_load_lists_shipped_and_saved_fits_and_names_damage(nodes, unet, user_dir):
+    from diffusion_blocks.nodes import fit_nodes
+
     sigmas, _ = fit(nodes, unet=unet)
     load_node = nodes["DB_LoadFittedSchedule"]
     options = load_node.define_schema().inputs[0].options
@@ -149,6 +174,12 @@ def test_load_lists_shipped_and_saved_fits_and_names_damage(nodes, unet, user_di
     assert torch.equal(loaded, sigmas)
     shipped, = run_node(load_node, fit="shipped: diffusion_blocks_shapes uni_pc 6 calls")
     assert len(shipped) == 7 and shipped[-1] == 0
+    from diffusion_blocks.pipeline.fit_store import load, sigmas_of
+
+    record = load(fit_nodes.SHIPPED)
+    with_order, = run_node(load_node, fit="shipped: diffusion_blocks_shapes uni_pc_bh2 order=1 8 calls")
+    assert torch.equal(with_order, sigmas_of(record, "uni_pc_bh2", 8, {"order": 1}))
+    assert not torch.equal(with_order, sigmas_of(record, "uni_pc", 8))
     (user_dir / "diffusion_blocks" / "fitted_schedules" / saved[0]).write_text("{broken")
     with pytest.raises(ValueError, match="is damaged"):
         run_node(load_node, fit=saved[0])

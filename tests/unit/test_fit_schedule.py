@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from diffusion_blocks.devtools.gmm import GaussianMixture, reference_solution
-from diffusion_blocks.pipeline.fit_schedule import fit_schedule, fit_schedules, log_grid, rmse
+from diffusion_blocks.pipeline.fit_schedule import (fit_schedule, fit_schedules, log_grid, parse_sampler_label, rmse,
+                                                    sampler_label)
 from diffusion_blocks.pipeline.fit_store import load, record, save, sigmas_of, weights_hash
 from diffusion_blocks.samplers import SAMPLERS
 from diffusion_blocks.schedules import get_sigmas
@@ -27,8 +28,8 @@ def noise():
     return torch.randn(32, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
 
-def run(sampler, gmm, noise, sigmas):
-    return SAMPLERS[sampler](gmm, noise * SIGMA_MAX, torch.as_tensor(sigmas), disable=True)
+def run(sampler, gmm, noise, sigmas, **options):
+    return SAMPLERS[sampler](gmm, noise * SIGMA_MAX, torch.as_tensor(sigmas), disable=True, **options)
 
 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "uni_pc"])
@@ -45,16 +46,33 @@ def test_two_steps_equal_brute_force(sampler, gmm, noise):
     assert fit.error == pytest.approx(errors[best], rel=1e-9)
 
 
-@pytest.mark.parametrize("sampler", ["dpmpp_2m", "uni_pc"])
-def test_reported_error_is_the_samplers_own_on_the_fitted_schedule(sampler, gmm, noise):
+@pytest.mark.parametrize("sampler,options", [("dpmpp_2m", {}), ("uni_pc", {}), ("uni_pc_bh2", {"order": 1})])
+def test_reported_error_is_the_samplers_own_on_the_fitted_schedule(sampler, options, gmm, noise):
     # the DP replays multistep history and UniPC's lower final orders; the final error it reports must be what the
-    # real sampler gives on the returned schedule, against the teacher (the sampler on the grid, substeps 1)
+    # real sampler, with the options fitted for, gives on the returned schedule, against the teacher (the sampler
+    # with those options on the grid, substeps 1)
     grid = log_grid(SIGMA_MIN, SIGMA_MAX, 10)
-    teacher = run(sampler, gmm, noise, torch.cat([grid, torch.zeros(1)]))
-    fit = fit_schedule(gmm, noise, SIGMA_MIN, SIGMA_MAX, sampler, 5, grid_size=10, teacher_substeps=1)
+    teacher = run(sampler, gmm, noise, torch.cat([grid, torch.zeros(1)]), **options)
+    fit = fit_schedule(gmm, noise, SIGMA_MIN, SIGMA_MAX, sampler, 5, grid_size=10, teacher_substeps=1,
+                       sampler_options=options)
     assert fit.steps == 5 and len(fit.sigmas) == 6 and fit.sigmas[0] == grid[0] and fit.sigmas[-1] == 0
     assert all(float(s) in grid.tolist() for s in fit.sigmas[:-1])
-    assert fit.error == pytest.approx(rmse(run(sampler, gmm, noise, fit.sigmas), teacher), rel=1e-9)
+    assert fit.error == pytest.approx(rmse(run(sampler, gmm, noise, fit.sigmas, **options), teacher), rel=1e-9)
+    assert fit.options == options
+    if options:  # they matter: without them the same schedule lands elsewhere
+        assert rmse(run(sampler, gmm, noise, fit.sigmas), teacher) != pytest.approx(fit.error, rel=1e-3)
+
+
+def test_sampler_options_are_checked_and_written_as_labels():
+    with pytest.raises(ValueError, match="unknown option.*orderr.*for sampler 'uni_pc'.*valid: .*order"):
+        fit_schedule(lambda x, sigma: x, torch.zeros(1, 2), SIGMA_MIN, SIGMA_MAX, "uni_pc", 4,
+                     sampler_options={"orderr": 1})
+    assert sampler_label("uni_pc_bh2", {"order": 1}) == "uni_pc_bh2 order=1"
+    assert parse_sampler_label("uni_pc_bh2 order=1") == ("uni_pc_bh2", {"order": 1})
+    assert parse_sampler_label("dpmpp_2m") == ("dpmpp_2m", {})
+    assert parse_sampler_label("x r=0.5") == ("x", {"r": 0.5})
+    with pytest.raises(ValueError, match="option=number after the name"):
+        parse_sampler_label("uni_pc_bh2 order")
 
 
 def test_choose_picks_among_the_best_paths_to_each_last_level(gmm, noise):
@@ -182,8 +200,15 @@ def test_weights_hash_follows_the_bytes():
 
 def test_records_round_trip_and_damage_is_named(gmm, noise, tmp_path):
     fit = fit_schedule(gmm, noise, SIGMA_MIN, SIGMA_MAX, "euler", 3, grid_size=6, teacher_substeps=1)
-    path = save(tmp_path / "a" / "fit.json", record("abc", "gmm", {"grid_size": 6}, [fit]))
+    with_order = fit_schedule(gmm, noise, SIGMA_MIN, SIGMA_MAX, "lms", 3, grid_size=6, teacher_substeps=1,
+                              sampler_options={"order": 1})  # lms at order 1 is euler: the same fit
+    path = save(tmp_path / "a" / "fit.json", record("abc", "gmm", {"grid_size": 6}, [fit, with_order]))
     assert torch.equal(sigmas_of(load(path), "euler", 3), fit.sigmas)
+    assert torch.equal(sigmas_of(load(path), "lms", 3, {"order": 1}), with_order.sigmas)
+    assert torch.equal(with_order.sigmas, fit.sigmas)
+    with pytest.raises(ValueError, match="no fit for lms at 3 calls in this record; it has euler at 3 calls, "
+                                         "lms order=1 at 3 calls"):
+        sigmas_of(load(path), "lms", 3)
     path.write_text("{not json")
     with pytest.raises(ValueError, match="'fit.json' is damaged"):
         load(path)
@@ -204,10 +229,10 @@ def test_shipped_fits_belong_to_the_bundled_model():
     unet = load_unet(str(BUNDLED))
     assert data["model_hash"] == weights_hash(unet)
     sigma_max = float(Denoiser(unet).schedule.sigma_max)
-    assert {(f["sampler"], f["budget"]) for f in data["fits"]} == {
-        (s, c) for s in ("dpmpp_2m", "uni_pc") for c in (4, 6, 8, 10)}
+    assert {(sampler_label(f["sampler"], f.get("options", {})), f["budget"]) for f in data["fits"]} == {
+        (s, c) for s in ("dpmpp_2m", "uni_pc", "lms", "uni_pc_bh2 order=1") for c in (4, 6, 8, 10)}
     for fit in data["fits"]:
-        sigmas = sigmas_of(data, fit["sampler"], fit["budget"])
+        sigmas = sigmas_of(data, fit["sampler"], fit["budget"], fit.get("options"))
         assert len(sigmas) == fit["steps"] + 1 == fit["budget"] + 1
         assert sigmas[0].item() == pytest.approx(sigma_max, rel=1e-6)
     assert "Pei et al. 2025" in data["paper"]
