@@ -155,8 +155,8 @@ class FitSchedule(CheckedNode):
             sampling = model.get_model_object("model_sampling")
             model_hash, model_name = weights_hash(model.model.diffusion_model), "model"
             sigma_min, sigma_max = float(sampling.sigma_min), float(sampling.sigma_max)
-        label = _name(sampler_label(sampler, sampler_options))
-        path = fits_folder() / f"{_name(Path(model_name or 'unet').stem)}-{label}-{calls}calls-" \
+        label = sampler_label(sampler, sampler_options)
+        path = fits_folder() / f"{_name(Path(model_name or 'unet').stem)}-{_name(label)}-{calls}calls-" \
                                f"{settings_key(model_hash, settings)}.json"
         if path.is_file():
             sigmas, note = sigmas_of(load(path)), f"loaded {path.name}"
@@ -172,8 +172,7 @@ class FitSchedule(CheckedNode):
             save(path, record(model_hash, model_name or "model", settings, [fit]))
             sigmas, note = fit.sigmas, fit.note
         karras = get_sigmas("karras", len(sigmas) - 1, sigma_min=sigma_min, sigma_max=sigma_max)
-        fitted = f"fitted ({sampler_label(sampler, sampler_options)})"
-        picture = plot_sigmas([sigmas.numpy(), karras.numpy()], [fitted, "karras"],
+        picture = plot_sigmas([sigmas.numpy(), karras.numpy()], [f"fitted ({label})", "karras"],
                               title=f"Fitted schedule: {note}")
         return io.NodeOutput(sigmas, to_image_tensor(picture))
 
