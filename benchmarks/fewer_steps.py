@@ -23,8 +23,10 @@ The adherence goal compares each sampler's 8 calls with 20-call dpmpp_2m + karra
 import argparse
 import json
 import math
+import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -127,29 +129,48 @@ def key(cell):
     return "|".join(map(str, cell))
 
 
+class Cell(NamedTuple):
+    """One sampler, schedule and number of calls: its distances to the reference and its adherence counts."""
+
+    errors: list  # per-picture RMSE to the reference, 8-bit levels (empty with --adherence-only)
+    scores: dict  # check -> (passed, total)
+    sigmas: torch.Tensor
+
+    @property
+    def rmse(self) -> float:
+        """Mean over pictures (NaN without distances)."""
+        return statistics.fmean(self.errors) if self.errors else math.nan
+
+
+def standard_error(values) -> float:
+    """Standard error of the mean of `values` (sample standard deviation over the square root of their number)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+
+
 def summary(cache):
-    """{(sampler, schedule, calls): (mean RMSE or NaN, {check: (passed, total)}, sigmas)} from the cache."""
+    """{(sampler, schedule, calls): Cell} from the cache."""
     results = {}
     for text, entry in cache.items():
         sampler, name, calls = text.split("|")
-        results[(sampler, name, int(calls))] = (sum(entry["rmse"]) / len(entry["rmse"]) if entry["rmse"] else math.nan,
-                                                {c: tuple(v) for c, v in entry["scores"].items()},
-                                                torch.tensor(entry["sigmas"]))
+        results[(sampler, name, int(calls))] = Cell(entry["rmse"], {c: tuple(v) for c, v in entry["scores"].items()},
+                                                    torch.tensor(entry["sigmas"]))
     return results
 
 
 def table(results, calls_list):
     """Markdown: one row per sampler, schedule and calls; distance to the reference and the five checks."""
-    lines = ["| sampler | calls | schedule | RMSE to 200-step ref (8-bit levels) | " + " | ".join(CHECKS) + " |",
+    lines = ["| sampler | calls | schedule | RMSE to 200-step ref (8-bit levels, ± standard error) | "
+             + " | ".join(CHECKS) + " |",
              "|---|---|---|---|" + "---|" * len(CHECKS)]
     for sampler in SAMPLER_NAMES:
         for calls in calls_list:
             for name in SCHEDULES:
                 if (sampler, name, calls) not in results:
                     continue
-                rmse, scores, _ = results[(sampler, name, calls)]
-                checks = " | ".join(f"{p / t:.1%}" if t else "-" for p, t in (scores.get(c, (0, 0)) for c in CHECKS))
-                distance = "-" if math.isnan(rmse) else f"{rmse:.2f}"
+                cell = results[(sampler, name, calls)]
+                checks = " | ".join(f"{p / t:.1%}" if t else "-"
+                                    for p, t in (cell.scores.get(c, (0, 0)) for c in CHECKS))
+                distance = "-" if math.isnan(cell.rmse) else f"{cell.rmse:.2f} ± {standard_error(cell.errors):.1f}"
                 lines.append(f"| {sampler} | {calls} | {name} | {distance} | {checks} |")
     return "\n".join(lines)
 
@@ -164,16 +185,20 @@ def goals(results):
         fitted = results.get((sampler, "fitted", 8))
         if fitted is None or baseline is None:
             continue
-        fixed = {name: results[(sampler, name, 8)][0] for name in SCHEDULES if name != "fitted"
-                 and (sampler, name, 8) in results and not math.isnan(results[(sampler, name, 8)][0])}
-        if fixed and not math.isnan(fitted[0]):
-            best = min(fixed, key=fixed.get)
-            gain = 1 - fitted[0] / fixed[best]
-            lines.append(f"- {sampler}, 8 calls: fitted RMSE {fitted[0]:.2f} vs best fixed ({best}) {fixed[best]:.2f}: "
-                         f"{gain:.0%} lower ({'met' if gain >= 0.30 else 'not met'}, goal >= 30%)")
+        fixed = {name: results[(sampler, name, 8)] for name in SCHEDULES if name != "fitted"
+                 and (sampler, name, 8) in results and not math.isnan(results[(sampler, name, 8)].rmse)}
+        if fixed and not math.isnan(fitted.rmse):
+            best = min(fixed, key=lambda name: fixed[name].rmse)
+            gain = 1 - fitted.rmse / fixed[best].rmse
+            paired = [a - b for a, b in zip(fitted.errors, fixed[best].errors)]  # same captions and seeds
+            lines.append(f"- {sampler}, 8 calls: fitted RMSE {fitted.rmse:.2f} vs best fixed ({best}) "
+                         f"{fixed[best].rmse:.2f}: {gain:.0%} lower ({'met' if gain >= 0.30 else 'not met'}, goal >= "
+                         f"30%); per picture {statistics.fmean(paired):+.1f} ± {standard_error(paired):.1f} (paired "
+                         f"standard error), medians {statistics.median(fitted.errors):.1f} vs "
+                         f"{statistics.median(fixed[best].errors):.1f}")
         gaps = []
         for check in CHECKS:
-            (p, t), (bp, bt) = fitted[1].get(check, (0, 0)), baseline[1].get(check, (0, 0))
+            (p, t), (bp, bt) = fitted.scores.get(check, (0, 0)), baseline.scores.get(check, (0, 0))
             if t and bt:
                 gaps.append((check, 100 * (p / t - bp / bt)))
         worst = min(gaps, key=lambda g: g[1])
@@ -193,7 +218,7 @@ def plot(results, calls_list, path):
     image = Image.new("RGB", (panel_w * len(SAMPLER_NAMES), height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=14)
-    values = [r[0] for r in results.values() if r[0] > 0]
+    values = [cell.rmse for cell in results.values() if cell.rmse > 0]
     low, high = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
     for p, sampler in enumerate(SAMPLER_NAMES):
         x0, x1, y0, y1 = p * panel_w + pad, (p + 1) * panel_w - 20, 40, height - 50
@@ -215,7 +240,7 @@ def plot(results, calls_list, path):
                   fill="black", anchor="ma")
         draw.text(((x0 + x1) / 2, height - 22), "model calls", font=font, fill="black", anchor="ma")
         for s, name in enumerate(SCHEDULES):
-            points = [to_xy(c, results[(sampler, name, c)][0]) for c in calls_list if (sampler, name, c) in results]
+            points = [to_xy(c, results[(sampler, name, c)].rmse) for c in calls_list if (sampler, name, c) in results]
             colour = PALETTE[s % len(PALETTE)]
             if len(points) > 1:
                 draw.line(points, fill=colour, width=3 if name == "fitted" else 2)
@@ -274,7 +299,7 @@ def main():
               f"Fitted: {Path(args.fitted).name} (OSS, Pei et al. 2025; training-distribution captions). AYS/GITS: "
               f"SD1.5 levels mapped affinely in log sigma onto 0.01 ... 157.\n\n{table(results, all_calls)}\n\n"
               f"Goals:\n{goals(results)}\n\nSchedules at 8 calls:\n"
-              + "\n".join(f"- {s} {n}: {', '.join(f'{v:.3g}' for v in results[(s, n, 8)][2].tolist())}"
+              + "\n".join(f"- {s} {n}: {', '.join(f'{v:.3g}' for v in results[(s, n, 8)].sigmas.tolist())}"
                           for s in SAMPLER_NAMES for n in SCHEDULES if (s, n, 8) in results) + "\n")
     print(report)
     results_md.write_text(report)
