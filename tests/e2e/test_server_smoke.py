@@ -23,7 +23,9 @@ def test_pack_loads_without_import_error_and_quickly(comfy_server):
     ours = [line for line in log.splitlines() if f"custom_nodes/{PACK_NAME}" in line]
     problems = [line for line in ours if re.search(r"Cannot import|Error|FAILED|File \"", line)]
     assert not problems, log
-    assert seconds < 0.3
+    # ComfyUI prints tenths; the pack takes about 0.2 s on 2 idle cores and 0.3 on a busy CI machine. An accidental
+    # heavy import at start-up (transformers, diffusers, scipy: a second or more) is what this bar catches.
+    assert seconds <= 0.5, log
 
 
 def test_every_node_of_the_pack_is_in_object_info(comfy_server, pack_nodes):
