@@ -185,8 +185,8 @@ def goals(results):
         fitted = results.get((sampler, "fitted", 8))
         if fitted is None or baseline is None:
             continue
-        fixed = {name: results[(sampler, name, 8)] for name in SCHEDULES if name != "fitted"
-                 and (sampler, name, 8) in results and not math.isnan(results[(sampler, name, 8)].rmse)}
+        fixed = {name: cell for name in SCHEDULES if name != "fitted"
+                 and (cell := results.get((sampler, name, 8))) is not None and not math.isnan(cell.rmse)}
         if fixed and not math.isnan(fitted.rmse):
             best = min(fixed, key=lambda name: fixed[name].rmse)
             gain = 1 - fitted.rmse / fixed[best].rmse

@@ -1,4 +1,5 @@
 """Running a sampler end to end: seeded noise added to the latent, the sampler called with the seed, the trajectory."""
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import NamedTuple
@@ -33,17 +34,18 @@ class Trajectory:
 
 class Sampled(NamedTuple):
     """The sampler's output, the denoised estimate of its last step, the trajectory (steps kept when recorded), and,
-    for a run that stopped above sigma 0, what a second run needs to go on (PartWay's fields but the fingerprint)."""
+    for a run that stopped above sigma 0, what a second run needs to go on (a PartWay still without the fingerprint of
+    the samples as the host stores them)."""
 
     samples: torch.Tensor
     denoised: torch.Tensor
     trajectory: Trajectory
-    so_far: tuple | None = None
+    so_far: PartWay | None = None
 
     def part_way(self, stored: torch.Tensor) -> PartWay | None:
         """What a latent holding `stored` (these samples as the host keeps them) carries so that a second run over
         the rest of the schedule goes on with this one; None when the run went down to sigma 0."""
-        return None if self.so_far is None else PartWay(*self.so_far, fingerprint(stored))
+        return None if self.so_far is None else dataclasses.replace(self.so_far, fingerprint=fingerprint(stored))
 
 
 def evenly_spaced(count: int, shown: int) -> list[int]:
@@ -95,8 +97,8 @@ def sample(sampler: Callable, model: Callable, latent: torch.Tensor, sigmas: tor
                       callback=new_steps_only(trajectory, logged, len(resume.sigmas) - 1) if replay else trajectory,
                       disable=True, **options)
     denoised = samples if trajectory.last_denoised is None else trajectory.last_denoised
-    so_far = ((key, tuple(sigmas.tolist()), tuple(noise.seeds), x.detach().cpu(), start_draws, tuple(logged.log),
-               noise.draws) if part_way else None)
+    so_far = (PartWay(key, tuple(sigmas.tolist()), tuple(noise.seeds), x.detach().cpu(), start_draws,
+                      tuple(logged.log), noise.draws, fingerprint="") if part_way else None)
     return Sampled(samples, denoised, trajectory, so_far)
 
 
