@@ -183,7 +183,7 @@ def goals(results):
     baseline = results.get((REFERENCE[0], "karras", 20))
     for sampler in SAMPLER_NAMES:
         fitted = results.get((sampler, "fitted", 8))
-        if fitted is None or baseline is None:
+        if fitted is None:
             continue
         fixed = {name: cell for name in SCHEDULES if name != "fitted"
                  and (cell := results.get((sampler, name, 8))) is not None and not math.isnan(cell.rmse)}
@@ -196,6 +196,8 @@ def goals(results):
                          f"30%); per picture {statistics.fmean(paired):+.1f} ± {standard_error(paired):.1f} (paired "
                          f"standard error), medians {statistics.median(fitted.errors):.1f} vs "
                          f"{statistics.median(fixed[best].errors):.1f}")
+        if baseline is None:
+            continue
         gaps = []
         for check in CHECKS:
             (p, t), (bp, bt) = fitted.scores.get(check, (0, 0)), baseline.scores.get(check, (0, 0))
