@@ -85,6 +85,11 @@ def pictures(denoiser, encoder, captions, seeds, label, sigmas):
     return ((out.samples.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
 
 
+def distances(drawn: torch.Tensor, reference: torch.Tensor) -> list[float]:
+    """Per-picture pixel RMSE in 8-bit levels of pictures in [0, 1] against the reference's."""
+    return (255 * ((drawn - reference) ** 2).mean(dim=(1, 2, 3)).sqrt()).tolist()
+
+
 def run(unet, encoder, count, cells, batch, fitted_path, cache, log, distances=True):
     """Fill `cache` (cell key -> per-picture RMSEs in 8-bit levels, adherence counts, sigmas) for these cells; the
     200-step reference pictures are kept in out/ and reused by later runs with the same count (distances=False: no
@@ -112,7 +117,7 @@ def run(unet, encoder, count, cells, batch, fitted_path, cache, log, distances=T
         for cell, sigmas in plans.items():
             drawn = pictures(denoiser, encoder, captions, seeds, cell[0], sigmas)
             if reference is not None:
-                errors[cell] += (255 * ((drawn - reference) ** 2).mean(dim=(1, 2, 3)).sqrt()).tolist()
+                errors[cell] += distances(drawn, reference)
             images[cell].append(to_uint8(drawn.permute(0, 3, 1, 2) * 2 - 1))
         log(f"{first + len(chunk)}/{count} captions ({time.perf_counter() - started:.0f} s)")
     if computed:

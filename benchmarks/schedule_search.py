@@ -20,7 +20,7 @@ import time
 import torch
 
 from adherence import EVALUATION_SEED  # benchmarks/, beside this script
-from fewer_steps import (BUNDLED, FITTED, REFERENCE, REFERENCE_CACHE, mapped, pictures, schedule,
+from fewer_steps import (BUNDLED, FITTED, REFERENCE, REFERENCE_CACHE, distances, mapped, pictures, schedule,
                          standard_error)
 from diffusion_blocks.networks import load_text_encoder, load_unet
 from diffusion_blocks.networks.prediction import Denoiser
@@ -29,19 +29,13 @@ from diffusion_blocks.pipeline.fit_store import load
 from diffusion_blocks.schedules import get_sigmas
 from diffusion_blocks.training.scenes import sample_scenes
 
-CAPTION_SEED, NOISE_SEED = 20260415, 1000  # as scripts/fit_bundled_schedules.py: training captions, seed 1000 + i
 MIN_GAP = 0.05  # the least distance in log sigma between neighbouring levels
 
 
-def distances(drawn: torch.Tensor, reference: torch.Tensor) -> list[float]:
-    """Per-picture pixel RMSE in 8-bit levels."""
-    return (255 * ((drawn - reference) ** 2).mean(dim=(1, 2, 3)).sqrt()).tolist()
-
-
-def search(measure, start: torch.Tensor, seconds: float, log) -> tuple[torch.Tensor, float]:
-    """Coordinate descent in log sigma over the interior levels of `start` (first level and the final 0 kept)."""
+def search(measure, start: torch.Tensor, best: float, seconds: float, log) -> tuple[torch.Tensor, float]:
+    """Coordinate descent in log sigma over the interior levels of `start` (whose measure is `best`; first level and
+    the final 0 kept)."""
     levels = start[:-1].double().log()
-    best = measure(start)
     step, deadline = 0.4, time.perf_counter() + seconds
     while step >= 0.05 and time.perf_counter() < deadline:
         moved = False
@@ -81,11 +75,12 @@ def main():
     sampler, options = parse_sampler_label(args.sampler)
     steps, _ = steps_for(sampler, args.calls, sigma_min, sigma_max)
     ays = mapped("ays_sd1", steps, sigma_min, sigma_max)
-    fitted = schedule("fitted", args.sampler, args.calls, denoiser, load(FITTED))
+    shipped = load(FITTED)  # its fitting captions' seeds: the training captions and noise seeds searched on
+    fitted = schedule("fitted", args.sampler, args.calls, denoiser, shipped)
     ref_sampler, ref_schedule, ref_steps = REFERENCE
 
-    scenes = sample_scenes(CAPTION_SEED, args.captions, held_out=False)
-    captions, seeds = [s.caption for s in scenes], [NOISE_SEED + i for i in range(len(scenes))]
+    scenes = sample_scenes(shipped["caption_seed"], args.captions, held_out=False)
+    captions, seeds = [s.caption for s in scenes], [shipped["noise_seeds"][0] + i for i in range(len(scenes))]
     started = time.perf_counter()
     reference = pictures(denoiser, encoder, captions, seeds, ref_sampler,
                          get_sigmas(ref_schedule, args.reference_steps, model=denoiser.schedule))
@@ -96,7 +91,7 @@ def main():
                                           reference))
 
     start_value = measure(ays)
-    searched, value = search(measure, ays, 60 * args.minutes, log)
+    searched, value = search(measure, ays, start_value, 60 * args.minutes, log)
     fitted_value = measure(fitted) if fitted is not None else math.nan
     log(f"training captions ({args.captions}, {args.reference_steps}-step reference): AYS-style {start_value:.2f}, "
         f"shipped fit {fitted_value:.2f}, searched {value:.2f} ({1 - value / start_value:.0%} below AYS-style)")
@@ -112,9 +107,7 @@ def main():
     for name, sigmas in (("AYS-style", ays), ("shipped fit", fitted), ("searched", searched)):
         if sigmas is None:
             continue
-        chunks = [held[first:first + 16] for first in range(0, len(held), 16)]
-        drawn = torch.cat([pictures(denoiser, encoder, [s.caption for s in chunk], range(16 * n, 16 * n + len(chunk)),
-                                    args.sampler, sigmas) for n, chunk in enumerate(chunks)])
+        drawn = pictures(denoiser, encoder, [s.caption for s in held], range(len(held)), args.sampler, sigmas)
         results[name] = distances(drawn, held_reference)
     base = results["AYS-style"]
     for name, errors in results.items():
