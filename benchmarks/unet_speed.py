@@ -276,12 +276,12 @@ def sampling(device, dtype_name, size, args):
     wires = {speed: unet_wire(load_unet(state, dtype=dtype, device=device, config=config), speed)
              for speed in ("standard", "compiled + CUDA graphs")}
     if args.compile_backend != "inductor":
-        wires["compiled + CUDA graphs"].model.network.backend = args.compile_backend
+        wires["compiled + CUDA graphs"].model.denoiser.network.backend = args.compile_backend
     g = torch.Generator().manual_seed(5)
     positive, negative = ([[torch.randn(1, TEXT_TOKENS, config.context_dim, generator=g), {}]] for _ in range(2))
     latent = {"samples": torch.zeros(1, 4, size, size)}
     o = SAMPLING
-    sigmas = get_sigmas(o["scheduler"], steps=o["steps"], model=wires["standard"].model.schedule)
+    sigmas = get_sigmas(o["scheduler"], steps=o["steps"], model=wires["standard"].model.denoiser.schedule)
 
     def ours(speed):
         out = Sample.execute(unet=wires[speed], sampler=make_sampler(o["sampler"]), sigmas=sigmas, latent=latent,
@@ -303,7 +303,7 @@ def sampling(device, dtype_name, size, args):
         first[label] = time.perf_counter() - start
         print(f"[sampling] {label}: first image in {first[label]:.1f} s", flush=True)
     seconds = measure(calls, device, args.sampling_rounds, 1)
-    network = wires["compiled + CUDA graphs"].model.network
+    network = wires["compiled + CUDA graphs"].model.denoiser.network
     step = network_step_seconds(network, device)
     fast_step = seconds["DB_Sample compiled + CUDA graphs"] / o["steps"]
     return dict(size=size, dtype=dtype_name, seconds=seconds, first=first,

@@ -191,7 +191,8 @@ def _conditioning(spec, value):
 
 
 def _unet(spec, value):
-    if isinstance(value, comfy.model_patcher.ModelPatcher) and isinstance(value.model, Denoiser):
+    if isinstance(value, comfy.model_patcher.ModelPatcher) and isinstance(getattr(value.model, "denoiser", None),
+                                                                                    Denoiser):
         return None
     return f"expected the pack's U-Net wire (DB_UNET, from Load U-Net), got {_describe(value)}"
 

@@ -7,7 +7,7 @@ from ..pipeline.budget import check_latent_size
 from ..views.pixels import image_to_pixels, pixels_to_image
 from .checks import CheckedNode
 from .compat import schema
-from .wires import UNET
+from .wires import UNET, denoiser_of
 
 CATEGORY = "diffusion_blocks/latent"
 MAX_RESOLUTION = 16384
@@ -42,10 +42,10 @@ class EmptyLatent(CheckedNode):
 
     @classmethod
     def execute(cls, unet, width, height, batch_size) -> io.NodeOutput:
-        shape = empty_latent_shape(unet.model, width, height, batch_size)
+        shape = empty_latent_shape(denoiser_of(unet), width, height, batch_size)
         device = comfy.model_management.intermediate_device()
         check_latent_size(shape, comfy.model_management.get_free_memory(device),  # before allocating
-                          pixels_per_latent=unet.model.family.latent.pixels_per_latent)
+                          pixels_per_latent=denoiser_of(unet).family.latent.pixels_per_latent)
         return io.NodeOutput({"samples": torch.zeros(shape, device=device)})
 
 

@@ -1,16 +1,18 @@
-"""The pack's U-Net as a native ComfyUI MODEL: ComfyUI's BaseModel with our network inside and its training spec.
+"""The pack's U-Net as ComfyUI's model: a BaseModel with our network inside, its training spec and its unet_config.
 
 ComfyUI's discrete model sampling does the preconditioning (c_in, timestep, eps / v / x0 -> denoised) from the
 same noise table our Denoiser uses, so native KSampler, SamplerCustom, model patches and the memory manager work.
+Both wires hold it: the DB_UNET wire's ModelPatcher, and the MODEL wire's, a clone of that one; ComfyUI's memory
+manager so knows they share weights, and takes a clone's weight patches (a LoRA) off before the other runs.
 """
 import comfy.model_base
 import comfy.model_patcher
 import comfy.supported_models_base
-import torch
 from comfy_api.latest import io
 
 from .checks import CheckedNode
 from .compat import schema
+from .unet_protocol import ComfyProtocolUNet
 from .wires import UNET, comfy_latent_format, model_sampling_for, text_condition
 
 CATEGORY = "diffusion_blocks/unet"
@@ -28,34 +30,32 @@ def sampling_settings(spec):
     return settings
 
 
-class NetworkCall(torch.nn.Module):
-    """ComfyUI's diffusion_model call shape (x, t, context, y, control, transformer_options) -> our UNet(x, t, context, y)."""
-
-    def __init__(self, network):
-        super().__init__()
-        self.network = network
-
-    @property
-    def dtype(self):
-        return next(self.network.parameters()).dtype
-
-    def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options=None, **kwargs):
-        if control is not None:
-            raise ValueError("model: ControlNets are not supported by the pack's U-Net")
-        return self.network(x, timesteps, context, y)
+def comfy_unet_config(config) -> dict:
+    """Our UNetConfig as ComfyUI's unet_config (its LoRA key maps and patch nodes read it): ComfyUI lists the decoder
+    depths deepest-last and says None where a network takes no vector condition."""
+    c = config
+    return {"disable_unet_model_creation": True, "image_size": 32, "in_channels": c.in_channels,
+            "out_channels": c.out_channels, "model_channels": c.model_channels, "num_res_blocks": list(c.num_res_blocks),
+            "channel_mult": list(c.channel_mult), "transformer_depth": list(c.transformer_depth),
+            "transformer_depth_output": list(reversed(c.transformer_depth_output)),
+            "transformer_depth_middle": c.transformer_depth_middle, "context_dim": c.context_dim,
+            "num_heads": c.num_heads, "num_head_channels": c.head_channels, "use_linear_in_transformer": c.linear_projection,
+            "use_spatial_transformer": True, "legacy": False, "adm_in_channels": c.adm_in_channels or None,
+            "num_classes": "sequential" if c.adm_in_channels else None}
 
 
 class NoisePredictorModel(comfy.model_base.BaseModel):
-    """ComfyUI's BaseModel around our network; the SDXL vector y is built by the pack's own recipe."""
+    """ComfyUI's BaseModel around our network (`denoiser`: the network with its training spec, for the pack's own
+    nodes); the SDXL vector y is built by the pack's own recipe."""
 
     def __init__(self, denoiser, device=None):
-        config = comfy.supported_models_base.BASE({"disable_unet_model_creation": True})
+        config = comfy.supported_models_base.BASE(comfy_unet_config(denoiser.network.config))
         config.sampling_settings = sampling_settings(denoiser.spec)
         config.latent_format = comfy_latent_format(denoiser.family)
         super().__init__(config, model_type=MODEL_TYPES[denoiser.spec.prediction], device=device)
         self.model_sampling = model_sampling_for(denoiser)
-        self.diffusion_model = NetworkCall(denoiser.network)
-        self.denoiser = denoiser
+        self.diffusion_model = ComfyProtocolUNet(denoiser.network)
+        object.__setattr__(self, "denoiser", denoiser)  # not a submodule: its weights are diffusion_model's
         self.adm_channels = denoiser.network.config.adm_in_channels
 
     def encode_adm(self, **kwargs):
@@ -67,9 +67,8 @@ class NoisePredictorModel(comfy.model_base.BaseModel):
 
 
 def as_native_model(unet) -> comfy.model_patcher.ModelPatcher:
-    """A ComfyUI ModelPatcher (MODEL) sharing the DB_UNET wire's network, devices and weights."""
-    model = NoisePredictorModel(unet.model)
-    return comfy.model_patcher.ModelPatcher(model, load_device=unet.load_device, offload_device=unet.offload_device)
+    """The MODEL wire of a DB_UNET wire: a clone of its ModelPatcher (one model, one set of weights)."""
+    return unet.clone()
 
 
 class NoisePredictorAsModel(CheckedNode):

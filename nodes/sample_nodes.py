@@ -12,8 +12,8 @@ from ..views.pixels import image_to_pixels
 from .checks import CheckedNode
 from .compat import schema
 from .images import to_image_tensor
-from .wires import (UNET, as_k_model, checked_latent, checked_sampler, latent_picture_for, part_way, pixel_size,
-                    progress_with_previews, ready, text_condition, to_latent, vae_decoder)
+from .wires import (UNET, as_k_model, checked_latent, checked_sampler, denoiser_of, latent_picture_for, part_way,
+                    pixel_size, progress_with_previews, ready, text_condition, to_latent, vae_decoder)
 
 CATEGORY = "diffusion_blocks/sampling"
 NOISY_VIEWS = ("x0 + sigma * noise", "x / sqrt(1 + sigma^2)")
@@ -59,7 +59,7 @@ def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negati
     if sigmas is None or sigmas.numel() == 0:
         raise ValueError("sigmas: empty; connect a schedule")
     fn, options = checked_sampler(sampler)
-    samples = checked_latent(latent, unet.model)
+    samples = checked_latent(latent, denoiser_of(unet))
     check_memory(unet, samples, cfg, recorded_steps=sigmas.numel() - 1 if record else 0)
     denoiser, device = ready(unet)
     size = pixel_size(denoiser, samples)
@@ -75,7 +75,7 @@ def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negati
 def check_memory(unet, samples, cfg, recorded_steps=0) -> None:
     """Refuse, before loading anything, a run whose working memory exceeds what ComfyUI reports free on the U-Net's
     device (the rough bound of pipeline/budget.py)."""
-    denoiser = unet.model
+    denoiser = denoiser_of(unet)
     check_sampling_size(samples.shape, denoiser.network.config.model_channels,
                         comfy.model_management.get_free_memory(unet.load_device), guided=cfg != 1.0,
                         recorded_steps=recorded_steps, pixels_per_latent=denoiser.family.latent.pixels_per_latent)
@@ -175,7 +175,7 @@ class AddNoise(CheckedNode):
         if image is not None:
             x0, picture = image_to_pixels(image[:1]), latent_picture()
         elif latent is not None:
-            denoiser = unet.model if unet is not None else None
+            denoiser = denoiser_of(unet) if unet is not None else None
             x0 = latent["samples"][:1].float()
             if denoiser is not None:
                 x0, picture = denoiser.family.latent.to_network(x0), latent_picture_for(denoiser, vae)

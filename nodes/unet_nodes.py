@@ -1,7 +1,8 @@
 """The U-Net noise predictor as nodes: load it (wrapped for ComfyUI's memory manager) and watch it predict noise.
 
-The UNET wire carries a comfy ModelPatcher whose `.model` is our Denoiser (network + prediction type +
-training schedule); `ready(unet)` loads it onto the compute device and returns (denoiser, device).
+The UNET wire carries a comfy ModelPatcher of ComfyUI's model of our network (nodes.native_model), whose `.denoiser`
+is the network with its prediction type and training schedule; `ready(unet)` loads it onto the compute device and
+returns (denoiser, device).
 """
 import sys
 
@@ -21,6 +22,7 @@ from .checks import CheckedNode
 from .compat import schema
 from .images import to_image_tensor
 from .model_files import PACK_FOLDER, model_file_options, resolve_model_file
+from .native_model import NoisePredictorModel
 from .wires import UNET, checked_latent, latent_picture_for, pixel_size, ready, text_condition
 
 CATEGORY = "diffusion_blocks/unet"
@@ -79,11 +81,11 @@ class LoadUNet(CheckedNode):
 
 
 def unet_wire(network, speed=SPEEDS[0]):
-    """The DB_UNET wire for a network at a speed setting: a ModelPatcher around its Denoiser. A fast network shows
+    """The DB_UNET wire for a network at a speed setting: a ModelPatcher around ComfyUI's model of it. A fast network shows
     'compiling...' on the running node while it compiles, and drops its CUDA graphs and prepared weights whenever
     ComfyUI unloads the model (they would point at memory the weights have left)."""
     network = with_speed(network, speed, on_compile=say_on_running_node)
-    patcher = comfy.model_patcher.ModelPatcher(Denoiser(network), load_device=comfy.model_management.get_torch_device(),
+    patcher = comfy.model_patcher.ModelPatcher(NoisePredictorModel(Denoiser(network)), load_device=comfy.model_management.get_torch_device(),
                                                offload_device=comfy.model_management.unet_offload_device())
     if isinstance(network, FastUNet):
         patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_DETACH, lambda *_: network.release())

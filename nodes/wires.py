@@ -1,7 +1,8 @@
 """ComfyUI's wires in and out of the core: the DB_UNET wire, native CONDITIONING, KSAMPLER, latent formats, previews.
 
-The DB_UNET wire carries a comfy ModelPatcher whose `.model` is our Denoiser (network + prediction type + training
-schedule, its family telling the latent format and the vector-condition recipe).
+The DB_UNET wire carries a comfy ModelPatcher whose `.model` is ComfyUI's model of our network (nodes.native_model)
+and whose `.model.denoiser` is our Denoiser (network + prediction type + training schedule, its family telling the
+latent format and the vector-condition recipe).
 """
 import comfy.latent_formats
 import comfy.model_management
@@ -33,10 +34,23 @@ class PixelSpace(comfy.latent_formats.LatentFormat):
     latent_rgb_factors_bias = [0.0, 0.0, 0.0]
 
 
+def denoiser_of(unet):
+    """The Denoiser (network, prediction type, training schedule) of a DB_UNET wire."""
+    return unet.model.denoiser
+
+
 def ready(unet) -> tuple:
-    """Load the UNET wire's network onto ComfyUI's compute device: (denoiser, device)."""
+    """Load the UNET wire's network onto ComfyUI's compute device, its weight patches (a LoRA) applied: (denoiser,
+    device). Patches that act during the network's call are refused by name: the pack's own sampling runs the
+    network directly."""
+    options = unet.model_options.get("transformer_options", {})
+    asked = sorted(name for name in ("patches", "patches_replace", "wrappers") if any(options.get(name, {}).values()))
+    if asked:
+        raise ValueError(f"unet: carries model patches ({', '.join(asked)}: e.g. FreeU, PAG, a ControlNet's hooks) "
+                         f"that the pack's own sampling blocks do not run; connect the MODEL to ComfyUI's KSampler or "
+                         f"SamplerCustom instead")
     comfy.model_management.load_models_gpu([unet])
-    return unet.model, unet.load_device
+    return denoiser_of(unet), unet.load_device
 
 
 def comfy_latent_format(family) -> comfy.latent_formats.LatentFormat:

@@ -99,8 +99,13 @@ class FastUNet(UNet):
 
     # ---- the network ------------------------------------------------------------------------------------------
 
-    def forward(self, x, timesteps, context=None, y=None):
-        """As UNet.forward (eps for x (B, C, H, W) at timesteps (B,), text context, SDXL's y), by the fast path."""
+    def forward(self, x, timesteps, context=None, y=None, control=None, hooks=None):
+        """As UNet.forward (eps for x (B, C, H, W) at timesteps (B,), text context, SDXL's y), by the fast path; a call
+        with control residuals or hooks runs the plain network's path instead (said once), so none is dropped."""
+        if control or hooks:
+            self._say_once("a call with control residuals or patches at the U-Net's hook points runs the plain "
+                           "(uncompiled) path, which honours them")
+            return UNet.forward(self, x, timesteps, context, y, control, hooks)
         x, timesteps, context, y = self.checked_inputs(x, timesteps, context, y)
         with torch.no_grad():
             out = self.run("U-Net", self.prepared_forward, self.qkv_weights(),

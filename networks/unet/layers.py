@@ -42,27 +42,30 @@ class ResBlock(nn.Module):
         return self.skip_connection(x) + self.out_layers(h)
 
 
-class Attention(nn.Module):
+class CrossAttention(nn.Module):
     """Multi-head scaled dot-product attention; cross-attention when a context is given (Vaswani et al. 2017)."""
 
     def __init__(self, dim, heads, head_dim, context_dim=None):
         super().__init__()
         inner = heads * head_dim
-        self.heads = heads
+        self.heads, self.head_dim = heads, head_dim
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_k = nn.Linear(context_dim or dim, inner, bias=False)
         self.to_v = nn.Linear(context_dim or dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, dim))
 
-    def forward(self, x, context=None):
+    def forward(self, x, context=None, value=None, call=None):
         context = x if context is None else context
-        q, k, v = (self._split(t) for t in (self.to_q(x), self.to_k(context), self.to_v(context)))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out(out.transpose(1, 2).flatten(2))
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context if value is None else value)
+        if call is not None and call.hooks.attention is not None:
+            return self.to_out(call.hooks.attention(self.attend, q, k, v, self.heads, call.site))
+        return self.to_out(self.attend(q, k, v, self.heads))
 
-    def _split(self, t):
-        """(B, L, heads * d) -> (B, heads, L, d)."""
-        return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+    @staticmethod
+    def attend(q, k, v, heads):
+        """softmax(q k^T / sqrt(d)) v per head, on (B, L, heads * d) projections."""
+        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
 
 
 class GEGLU(nn.Module):
@@ -88,20 +91,51 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
-class TransformerBlock(nn.Module):
+class BasicTransformerBlock(nn.Module):
     """Pre-norm transformer layer: self-attention, cross-attention to the text, feed-forward (Rombach et al. 2022, sec. 3.3)."""
 
     def __init__(self, dim, heads, head_dim, context_dim, dropout=0.0):
         super().__init__()
-        self.attn1 = Attention(dim, heads, head_dim)
-        self.attn2 = Attention(dim, heads, head_dim, context_dim)
+        self.attn1 = CrossAttention(dim, heads, head_dim)
+        self.attn2 = CrossAttention(dim, heads, head_dim, context_dim)
         self.ff = FeedForward(dim, dropout)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
-    def forward(self, x, context):
-        x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
+    def forward(self, x, context, call=None):
+        if call is None:
+            x = x + self.attn1(self.norm1(x))
+            x = x + self.attn2(self.norm2(x), context)
+            return x + self.ff(self.norm3(x))
+        hooks, site = call.hooks, call.site
+        site.heads, site.head_dim = self.attn1.heads, self.attn1.head_dim
+        x = x + self.hooked_attention("attn1", self.norm1(x), None, call)
+        for hook in hooks.after_attn1:
+            x = hook(x, site)
+        x = x + self.hooked_attention("attn2", self.norm2(x), context, call)
         return x + self.ff(self.norm3(x))
+
+    def hooked_attention(self, which, n, context, call):
+        """Self- (attn1) or cross-attention (attn2) of the normed tokens n with its input, replacement and output
+        hooks (networks.unet.hooks)."""
+        hooks, site, attention = call.hooks, call.site, getattr(self, which)
+        value = None
+        inputs = getattr(hooks, f"{which}_input")
+        if inputs:
+            context = n if context is None else context
+            value = context
+            for hook in inputs:
+                n, context, value = hook(n, context, value, site)
+        replace = hooks.replacement(which, site)
+        if replace is not None:
+            context = n if context is None else context
+            value = context if value is None else value
+            q, k, v = attention.to_q(n), attention.to_k(context), attention.to_v(value)
+            n = attention.to_out(replace(q, k, v, site))
+        else:
+            n = attention(n, context, value, call)
+        for hook in getattr(hooks, f"{which}_output"):
+            n = hook(n, site)
+        return n
 
 
 class SpatialTransformer(nn.Module):
@@ -117,19 +151,23 @@ class SpatialTransformer(nn.Module):
         self.norm = norm(channels, ATTENTION_NORM_EPS)
         self.proj_in = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
-            TransformerBlock(channels, heads, head_dim, context_dim, dropout) for _ in range(depth))
+            BasicTransformerBlock(channels, heads, head_dim, context_dim, dropout) for _ in range(depth))
         self.proj_out = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x, context):
+    def forward(self, x, context, call=None):
         height, width = x.shape[-2:]
+        if call is not None:
+            call.site.activations_shape = list(x.shape)
         h = self.norm(x)
         if not self.linear:
             h = self.proj_in(h)
         h = h.flatten(2).transpose(1, 2)  # (B, H*W, C): one token per pixel
         if self.linear:
             h = self.proj_in(h)
-        for block in self.transformer_blocks:
-            h = block(h, context)
+        for index, block in enumerate(self.transformer_blocks):
+            if call is not None:
+                call.site.block_index = index
+            h = block(h, context, call)
         if self.linear:
             h = self.proj_out(h)
         h = h.transpose(1, 2).unflatten(2, (height, width))
@@ -161,16 +199,24 @@ class Upsample(nn.Module):
 
 
 class Block(nn.ModuleList):
-    """One numbered block of the checkpoint layout (e.g. input_blocks.4): its layers applied in turn."""
+    """One numbered block of the checkpoint layout (e.g. input_blocks.4): its layers applied in turn.
 
-    def forward(self, x, emb, context, size=None):
+    `output_shape`: the shape of the skip connection the next block joins (an upsampling layer matches its size).
+    """
+
+    def forward(self, x, emb, context, output_shape=None, call=None):
         for layer in self:
-            if isinstance(layer, ResBlock):
+            handler = call.hooks.layer_handler(layer) if call is not None and call.hooks.layer else None
+            if handler is not None:
+                x = handler(layer, x, emb, context, call.site, output_shape)
+            elif isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context)
+                x = layer(x, context, call)
+                if call is not None:
+                    call.site.transformer_index += 1
             elif isinstance(layer, Upsample):
-                x = layer(x, size)
+                x = layer(x, None if output_shape is None else tuple(output_shape[-2:]))
             else:
                 x = layer(x)
         return x

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from .config import UNetConfig
+from .hooks import Call, Control, Site
 from .layers import Block, Downsample, ResBlock, SpatialTransformer, Upsample, norm, timestep_embedding
 
 
@@ -65,24 +66,51 @@ class UNet(nn.Module):
     def dtype(self):
         return self.time_embed[0].weight.dtype
 
-    def forward(self, x, timesteps, context=None, y=None):
+    def forward(self, x, timesteps, context=None, y=None, control=None, hooks=None):
         """The predicted output (noise for eps models) for x (B, C, H, W) at timesteps (B,), text context
-        (B, T, context_dim) and, for SDXL, the vector y (B, adm_in_channels); returned in x's dtype."""
+        (B, T, context_dim) and, for SDXL, the vector y (B, adm_in_channels); returned in x's dtype.
+        `control`: residuals to add (a hooks.Control); `hooks`: callables at the named points (a hooks.UNetHooks)."""
         x, timesteps, context, y = self.checked_inputs(x, timesteps, context, y)
+        call = Call(hooks, Site(original_shape=list(x.shape))) if hooks else None
+        control = control if control else None
         dtype = self.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        for hook in hooks.emb if call else ():
+            emb = hook(emb, call.site)
         if self.label_emb is not None:
             emb = emb + self.label_emb(y.to(dtype))
 
         h = x.to(dtype)
         skips = []
-        for block in self.input_blocks:
-            h = block(h, emb, context)
+        for index, block in enumerate(self.input_blocks):
+            if call:
+                call.site.block = ("input", index)
+            h = block(h, emb, context, call=call)
+            if control:
+                h = Control.added(h, control.input, index, "input block")
+            for hook in hooks.input_block if call else ():
+                h = hook(h, call.site)
             skips.append(h)
-        h = self.middle_block(h, emb, context)
-        for block in self.output_blocks:
-            h = torch.cat([h, skips.pop()], dim=1)
-            h = block(h, emb, context, skips[-1].shape[-2:] if skips else None)
+            for hook in hooks.input_block_after_skip if call else ():
+                h = hook(h, call.site)
+        if call:
+            call.site.block = ("middle", 0)
+        h = self.middle_block(h, emb, context, call=call)
+        if control:
+            h = Control.added(h, control.middle, 0, "the middle block")
+        for hook in hooks.middle_block_after if call else ():
+            h = hook(dict(h=h, x=x, emb=emb, context=context, y=y, timesteps=timesteps), call.site)
+        for index, block in enumerate(self.output_blocks):
+            skip = skips.pop()
+            if call:
+                call.site.block = ("output", index)
+            if control:
+                skip = Control.added(skip, control.output, index, "the skip of output block")
+            for hook in hooks.output_block if call else ():
+                h, skip = hook(h, skip, call.site)
+            if skip is not None:
+                h = torch.cat([h, skip], dim=1)
+            h = block(h, emb, context, skips[-1].shape if skips else None, call)
         return self.out(h).to(x.dtype)
 
     def checked_inputs(self, x, timesteps, context, y):

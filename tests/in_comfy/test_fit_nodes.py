@@ -67,7 +67,7 @@ def fit(nodes, **inputs):
 
 def test_fit_equals_the_core_saves_under_the_user_folder_and_is_reused(nodes, unet, user_dir, monkeypatch):
     sigmas, plot = fit(nodes, unet=unet)
-    denoiser = unet.model
+    denoiser = unet.model.denoiser
     guided = Guided(denoiser, Cond(text(1)[0][0]), Cond(text(2)[0][0]), CFG)
     expected = fit_schedule(guided, start_noise((2, 3, SIZE, SIZE), 5), float(denoiser.schedule.sigma_min),
                             float(denoiser.schedule.sigma_max), "dpmpp_2m", 3, grid_size=6, teacher_substeps=1)
@@ -88,7 +88,7 @@ def test_fit_equals_the_core_saves_under_the_user_folder_and_is_reused(nodes, un
 
 def test_order_is_fitted_for_the_samplers_that_take_it_and_ignored_by_the_others(nodes, unet, user_dir, monkeypatch):
     sigmas, _ = fit(nodes, unet=unet, sampler="uni_pc_bh2", order=1)
-    denoiser = unet.model
+    denoiser = unet.model.denoiser
     guided = Guided(denoiser, Cond(text(1)[0][0]), Cond(text(2)[0][0]), CFG)
     expected = fit_schedule(guided, start_noise((2, 3, SIZE, SIZE), 5), float(denoiser.schedule.sigma_min),
                             float(denoiser.schedule.sigma_max), "uni_pc_bh2", 3, grid_size=6, teacher_substeps=1,
@@ -135,7 +135,7 @@ def test_native_model_route_gives_a_valid_saved_fit(nodes, unet, user_dir):
     sigmas, _ = fit(nodes, model=model)
     ours, _ = fit(nodes, unet=unet)
     assert len(sigmas) == 4 and sigmas[-1] == 0 and bool((sigmas[1:] < sigmas[:-1]).all())
-    assert sigmas[0] == pytest.approx(float(unet.model.schedule.sigma_max), rel=1e-6)
+    assert sigmas[0] == pytest.approx(float(unet.model.denoiser.schedule.sigma_max), rel=1e-6)
     assert torch.allclose(sigmas, ours)  # the same network and guidance through ComfyUI's CFGGuider
     assert len(list((user_dir / "diffusion_blocks" / "fitted_schedules").glob("*.json"))) == 2
 

@@ -11,7 +11,7 @@ import torch
 
 from harness.nodes import run_node
 
-from diffusion_blocks.networks.prediction import Denoiser, TrainingSpec
+from diffusion_blocks.networks.prediction import TrainingSpec
 from diffusion_blocks.networks.unet import UNet, UNetConfig
 
 TINY = UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1),
@@ -28,11 +28,13 @@ def wires(comfy):
     import comfy.samplers
 
     from diffusion_blocks.nodes.text_nodes import LoadedTextEncoder
+    from diffusion_blocks.nodes.unet_nodes import unet_wire
     from diffusion_blocks.samplers import SAMPLERS
 
     cpu = torch.device("cpu")
-    unet = comfy.model_patcher.ModelPatcher(Denoiser(UNet(TINY), TrainingSpec(latent_scale=1.0)), load_device=cpu,
-                                            offload_device=cpu)
+    network = UNet(TINY)
+    network.trained_as = TrainingSpec(latent_scale=1.0)
+    unet = unet_wire(network)
     return {
         "DB_UNET": unet,
         "MODEL": comfy.model_patcher.ModelPatcher(torch.nn.Module(), load_device=cpu, offload_device=cpu),

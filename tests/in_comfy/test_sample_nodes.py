@@ -97,7 +97,7 @@ def test_new_nodes_have_prefix_category_description_and_tooltips(nodes):
 def test_sample_equals_the_sampler_run_by_hand_on_the_denoiser(nodes, unet_files, name):
     unet, sigmas = load(nodes), karras(14.6)
     latent, denoised = sample(nodes, unet, our_sampler(name), sigmas)
-    denoiser = unet.model
+    denoiser = unet.model.denoiser
     cond, uncond = text(1)[0][0], text(2)[0][0]
     noise = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(SEED))
     steps = []
@@ -136,7 +136,7 @@ def test_sample_node_equals_the_in_process_pipeline(nodes, unet_files):
 
     unet, sigmas = load(nodes, "tiny_pixels_v"), karras(14.6)
     node, _ = sample(nodes, unet, our_sampler("euler_ancestral"), sigmas, latent={"samples": torch.zeros(2, 3, SIZE, SIZE)})
-    direct = generate(unet.model, SAMPLERS["euler_ancestral"], sigmas, torch.zeros(2, 3, SIZE, SIZE), [SEED, SEED + 1],
+    direct = generate(unet.model.denoiser, SAMPLERS["euler_ancestral"], sigmas, torch.zeros(2, 3, SIZE, SIZE), [SEED, SEED + 1],
                       cond=Cond(text(1)[0][0]), uncond=Cond(text(2)[0][0]), cfg=CFG)
     torch.testing.assert_close(node["samples"], direct.samples, rtol=1e-5, atol=1e-5)
 
@@ -324,7 +324,7 @@ def test_comfyuis_model_patches_apply_to_the_native_model(nodes, unet_files):
     sigmas, latent = karras(10.0), torch.zeros(1, 3, SIZE, SIZE)
     theirs = comfy.sample.sample_custom(patched, comfy.sample.prepare_noise(latent, SEED), CFG,
                                         comfy.samplers.ksampler("euler"), sigmas, text(1), text(2), latent, seed=SEED)
-    denoiser = unet.model
+    denoiser = unet.model.denoiser
     cond, uncond = text(1)[0][0], text(2)[0][0]
 
     def rescaled(x, sigma, **extra):

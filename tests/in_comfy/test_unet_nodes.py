@@ -54,9 +54,9 @@ def test_loader_lists_both_folders_and_wraps_the_network_for_comfyui(nodes, mode
     assert {"diffusion_models/small_unet.safetensors", "checkpoints/small_full.safetensors"} <= set(options)
     for name in ("diffusion_models/small_unet.safetensors", "checkpoints/small_full.safetensors"):
         patcher, = run_node(nodes["DB_LoadUNet"], unet_name=name, weight_dtype="default", prediction="v", zero_snr="auto")
-        assert isinstance(patcher, comfy.model_patcher.ModelPatcher) and isinstance(patcher.model, Denoiser)
-        assert patcher.model.prediction == "v" and patcher.model_size() > 0
-        state = patcher.model.network.state_dict()
+        assert isinstance(patcher, comfy.model_patcher.ModelPatcher) and isinstance(patcher.model.denoiser, Denoiser)
+        assert patcher.model.denoiser.prediction == "v" and patcher.model_size() > 0
+        state = patcher.model.denoiser.network.state_dict()
         assert all(torch.equal(state[k], v) for k, v in model_folders.state_dict().items())
 
 
@@ -66,7 +66,7 @@ def test_loader_loads_through_comfyui_memory_management(nodes, model_folders):
     patcher, = run_node(nodes["DB_LoadUNet"], unet_name="diffusion_models/small_unet.safetensors",
                         weight_dtype="bf16", prediction="auto", zero_snr="auto")
     denoiser, device = ready(patcher)
-    assert device == patcher.load_device and denoiser is patcher.model
+    assert device == patcher.load_device and denoiser is patcher.model.denoiser
     assert {p.dtype for p in denoiser.network.parameters()} == {torch.bfloat16}
     with torch.no_grad():
         out = denoiser(torch.randn(1, 4, 8, 8, device=device), 2.0, torch.zeros(1, 3, 16, device=device))
@@ -152,6 +152,6 @@ def test_the_bundled_model_is_the_default_choice_of_both_loaders(nodes, comfy):
         assert choice.options[0] == bundled
     patcher, = run_node(nodes["DB_LoadUNet"], unet_name=bundled, weight_dtype="default", prediction="auto",
                         zero_snr="auto")
-    assert patcher.model.network.family == "small" and patcher.model.prediction == "v"
+    assert patcher.model.denoiser.network.family == "small" and patcher.model.denoiser.prediction == "v"
     loaded, = run_node(load_text, file=bundled, second_file="none", family="auto", dtype="auto")
     assert loaded.encoder.family.name == "small"

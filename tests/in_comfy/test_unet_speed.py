@@ -42,7 +42,7 @@ def unet_file(comfy, tmp_path_factory):
 def load(nodes, name, **speed):
     patcher, = run_node(nodes["DB_LoadUNet"], unet_name=name, weight_dtype="fp32", prediction="auto", zero_snr="auto",
                         **speed)
-    network = patcher.model.network
+    network = patcher.model.denoiser.network
     if isinstance(network, FastUNet):
         network.backend = "eager"  # dynamo traces, no code generation: quick on a small CPU
     return patcher
@@ -66,8 +66,8 @@ def sample(nodes, unet, seed=3):
 def test_speed_is_an_optional_input_whose_default_is_the_plain_network(nodes, unet_file):
     speed = {i.id: i for i in nodes["DB_LoadUNet"].GET_SCHEMA().inputs}["speed"]
     assert speed.optional and speed.default == "standard" and list(speed.options) == list(SPEEDS) and speed.tooltip
-    assert type(load(nodes, unet_file).model.network) is UNet  # a workflow saved before the input existed
-    fast = load(nodes, unet_file, speed="compiled + CUDA graphs").model.network
+    assert type(load(nodes, unet_file).model.denoiser.network) is UNet  # a workflow saved before the input existed
+    fast = load(nodes, unet_file, speed="compiled + CUDA graphs").model.denoiser.network
     assert isinstance(fast, FastUNet) and fast.compiled and fast.cuda_graphs
     with pytest.raises(ValueError, match="speed"):
         load(nodes, unet_file, speed="warp")
@@ -83,12 +83,12 @@ def test_unloading_drops_what_was_made_and_a_comfyui_patch_is_seen(nodes, unet_f
     import comfy.model_management
 
     plain, fast = load(nodes, unet_file), load(nodes, unet_file, speed="compiled")
-    network = fast.model.network
+    network = fast.model.denoiser.network
     sample(nodes, fast)
     made = network.qkv_weights()
     comfy.model_management.unload_all_models()  # ComfyUI frees the memory: the model is detached
     assert network.qkv_weights() is not made
-    key = "network.middle_block.1.transformer_blocks.0.attn2.to_k.weight"  # a LoRA-like difference on the text keys
+    key = "diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight"  # a LoRA-like difference on the text keys
     patched = []
     for patcher in (plain, fast):  # as a LoRA loader does: a clone of the wire with the patch added
         patched.append(patcher.clone())
@@ -104,7 +104,7 @@ def test_a_patch_applied_in_place_is_seen_too(nodes, unet_file):
     untouched); ComfyUI detaches the model before it patches it again, which drops the network's prepared weights."""
     plain, fast = load(nodes, unet_file), load(nodes, unet_file, speed="compiled")
     sample(nodes, fast)  # the fast network's text keys and values made from the unpatched weights
-    key = "network.middle_block.1.transformer_blocks.0.attn2.to_k.weight"
+    key = "diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight"
     patched = []
     for patcher in (plain, fast):
         patched.append(patcher.clone())
