@@ -44,12 +44,19 @@ def comfy_unet_config(config) -> dict:
             "num_classes": "sequential" if c.adm_in_channels else None}
 
 
+class ModelConfig(comfy.supported_models_base.BASE):
+    """ComfyUI's model config of the pack's U-Net: its unet_config as given (BASE would overwrite the heads with
+    SD2.x's 64-channel ones)."""
+
+    unet_extra_config = {}
+
+
 class NoisePredictorModel(comfy.model_base.BaseModel):
     """ComfyUI's BaseModel around our network (`denoiser`: the network with its training spec, for the pack's own
     nodes); the SDXL vector y is built by the pack's own recipe."""
 
     def __init__(self, denoiser, device=None):
-        config = comfy.supported_models_base.BASE(comfy_unet_config(denoiser.network.config))
+        config = ModelConfig(comfy_unet_config(denoiser.network.config))
         config.sampling_settings = sampling_settings(denoiser.spec)
         config.latent_format = comfy_latent_format(denoiser.family)
         super().__init__(config, model_type=MODEL_TYPES[denoiser.spec.prediction], device=device)

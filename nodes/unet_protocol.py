@@ -6,6 +6,9 @@ ComfyUI's U-Net (comfy/ldm/modules/diffusionmodules/openaimodel.py, attention.py
 patches), after setting block, block_index, transformer_index, original_shape and activations_shape; the sampler
 has put cond_or_uncond, sigmas and the rest there. Anything this network cannot honour is refused by name.
 """
+import functools
+
+import comfy.ldm.modules.attention as comfy_attention
 import comfy.ldm.modules.diffusionmodules.openaimodel as comfy_unet
 import comfy.patcher_extension as extension
 import torch
@@ -62,7 +65,7 @@ def comfy_attention_function(q, k, v, heads, mask=None, attn_precision=None, ski
                              skip_output_reshape=False, **_):
     """Attention with the arguments of ComfyUI's optimized_attention (what an attention override is handed)."""
     if not skip_reshape:
-        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.reshape(q.shape[0], -1, heads, t.shape[-1] // heads).transpose(1, 2) for t in (q, k, v))
     if mask is not None:
         mask = mask.unsqueeze(0) if mask.ndim == 2 else mask.unsqueeze(1) if mask.ndim == 3 else mask
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -75,13 +78,34 @@ def network_control(control) -> Control | None:
         return None
     unknown = sorted(set(control) - set(CONTROL_PLACES))
     if unknown:
-        raise ValueError(f"model: control residuals for {', '.join(unknown)}, which the pack's U-Net does not have "
+        raise ValueError(f"model: control residuals for {', '.join(map(repr, unknown))}, which the pack's U-Net does not have "
                          f"(it takes {', '.join(CONTROL_PLACES)})")
     return Control(**{place: list(reversed(control.get(place) or [])) for place in CONTROL_PLACES})
 
 
+@functools.cache
+def host_offers_every_layer() -> bool:
+    """Whether this ComfyUI's U-Net hands every layer to a forward_timestep_embed_patch (0.33.0) or only layers of
+    classes it does not know itself (0.3.75): tried once on its own forward_timestep_embed."""
+    class Probe(comfy_unet.TimestepBlock):
+        def forward(self, x, emb):
+            return x
+
+    offered = []
+    patch = (Probe, lambda layer, x, *rest: offered.append(layer) or x)
+    comfy_unet.forward_timestep_embed([Probe()], torch.zeros(1), torch.zeros(1), None,
+                                      {"patches": {"forward_timestep_embed_patch": [patch]}})
+    return bool(offered)
+
+
+HOST_KNOWN_LAYERS = (comfy_unet.TimestepBlock, comfy_attention.SpatialTransformer, comfy_unet.Upsample)
+
+
 def layer_class(class_type):
-    """Our layer class for a forward_timestep_embed_patch's class: ComfyUI's core layers mapped, others as given."""
+    """Our layer class for a forward_timestep_embed_patch's class: ComfyUI's core layers mapped, others as given; None
+    where this ComfyUI would never offer such a layer to the patch (its own layer classes, on 0.3.75)."""
+    if not host_offers_every_layer() and issubclass(class_type, HOST_KNOWN_LAYERS):
+        return None
     if class_type in LAYER_CLASSES:
         return LAYER_CLASSES[class_type]
     if class_type.__module__.startswith("comfy."):
@@ -113,8 +137,8 @@ def network_hooks(options: dict, model_channels: int) -> UNetHooks | None:
     hooks.emb.extend(emb_patch(p, call, model_channels) for p in patches.get("emb_patch", ()))
     hooks.middle_block_after.extend(middle_after_patch(p, call) for p in patches.get("middle_block_after_patch", ()))
     hooks.output_block.extend(output_patch(p, call) for p in patches.get("output_block_patch", ()))
-    hooks.layer.extend((layer_class(cls), layer_patch(handler, call))
-                       for cls, handler in patches.get("forward_timestep_embed_patch", ()))
+    layer_patches = ((layer_class(cls), handler) for cls, handler in patches.get("forward_timestep_embed_patch", ()))
+    hooks.layer.extend((cls, layer_patch(handler, call)) for cls, handler in layer_patches if cls is not None)
     hooks.attn1_replace.update({key: replace_patch(fn, call) for key, fn in replaces.get("attn1", {}).items()})
     hooks.attn2_replace.update({key: replace_patch(fn, call) for key, fn in replaces.get("attn2", {}).items()})
     if override is not None:

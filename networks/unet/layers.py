@@ -1,4 +1,8 @@
-"""The U-Net's building blocks; attribute names and indices follow the latent-diffusion checkpoint layout."""
+"""The U-Net's building blocks; attribute names and indices follow the latent-diffusion checkpoint layout.
+
+Every layer with weights is made by `operations`, a namespace of Linear, Conv2d, GroupNorm and LayerNorm classes
+(torch.nn by default; a host's own, e.g. ComfyUI's comfy.ops, so its memory manager can cast and patch them).
+"""
 import math
 
 import torch
@@ -21,20 +25,22 @@ def timestep_embedding(timesteps, dim):
     return F.pad(embedding, (0, dim % 2))
 
 
-def norm(channels, eps=RES_NORM_EPS):
-    return nn.GroupNorm(GROUPS, channels, eps=eps)
+def norm(channels, eps=RES_NORM_EPS, operations=nn):
+    return operations.GroupNorm(GROUPS, channels, eps=eps)
 
 
 class ResBlock(nn.Module):
     """Residual block with the time embedding added between its two convolutions (Ho et al. 2020, app. B)."""
 
-    def __init__(self, channels, out_channels, emb_channels, dropout=0.0):
+    def __init__(self, channels, out_channels, emb_channels, dropout=0.0, operations=nn):
         super().__init__()
-        self.in_layers = nn.Sequential(norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
-        self.out_layers = nn.Sequential(norm(out_channels), nn.SiLU(), nn.Dropout(dropout),
-                                        nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.skip_connection = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
+        ops = operations
+        self.in_layers = nn.Sequential(norm(channels, operations=ops), nn.SiLU(),
+                                       ops.Conv2d(channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), ops.Linear(emb_channels, out_channels))
+        self.out_layers = nn.Sequential(norm(out_channels, operations=ops), nn.SiLU(), nn.Dropout(dropout),
+                                        ops.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.skip_connection = nn.Identity() if channels == out_channels else ops.Conv2d(channels, out_channels, 1)
 
     def forward(self, x, emb):
         h = self.in_layers(x)
@@ -45,14 +51,14 @@ class ResBlock(nn.Module):
 class CrossAttention(nn.Module):
     """Multi-head scaled dot-product attention; cross-attention when a context is given (Vaswani et al. 2017)."""
 
-    def __init__(self, dim, heads, head_dim, context_dim=None):
+    def __init__(self, dim, heads, head_dim, context_dim=None, operations=nn):
         super().__init__()
         inner = heads * head_dim
         self.heads, self.head_dim = heads, head_dim
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_k = nn.Linear(context_dim or dim, inner, bias=False)
-        self.to_v = nn.Linear(context_dim or dim, inner, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, dim))
+        self.to_q = operations.Linear(dim, inner, bias=False)
+        self.to_k = operations.Linear(context_dim or dim, inner, bias=False)
+        self.to_v = operations.Linear(context_dim or dim, inner, bias=False)
+        self.to_out = nn.Sequential(operations.Linear(inner, dim))
 
     def forward(self, x, context=None, value=None, call=None):
         context = x if context is None else context
@@ -63,17 +69,18 @@ class CrossAttention(nn.Module):
 
     @staticmethod
     def attend(q, k, v, heads):
-        """softmax(q k^T / sqrt(d)) v per head, on (B, L, heads * d) projections."""
-        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+        """softmax(q k^T / sqrt(d)) v per head, on (B, L, heads * d) projections; k and v are viewed in q's batch, as
+        ComfyUI's attention views them (a patch that tiles q alone, like HyperTile, relies on it)."""
+        q, k, v = (t.reshape(q.shape[0], -1, heads, t.shape[-1] // heads).transpose(1, 2) for t in (q, k, v))
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
 
 
 class GEGLU(nn.Module):
     """Gated linear unit with a GELU gate (Shazeer 2020): one projection gives both halves."""
 
-    def __init__(self, dim, inner):
+    def __init__(self, dim, inner, operations=nn):
         super().__init__()
-        self.proj = nn.Linear(dim, 2 * inner)
+        self.proj = operations.Linear(dim, 2 * inner)
 
     def forward(self, x):
         value, gate = self.proj(x).chunk(2, dim=-1)
@@ -83,9 +90,10 @@ class GEGLU(nn.Module):
 class FeedForward(nn.Module):
     """The transformer's position-wise MLP: GEGLU to 4x width, then back."""
 
-    def __init__(self, dim, dropout=0.0, mult=4):
+    def __init__(self, dim, dropout=0.0, mult=4, operations=nn):
         super().__init__()
-        self.net = nn.Sequential(GEGLU(dim, mult * dim), nn.Dropout(dropout), nn.Linear(mult * dim, dim))
+        self.net = nn.Sequential(GEGLU(dim, mult * dim, operations), nn.Dropout(dropout),
+                                 operations.Linear(mult * dim, dim))
 
     def forward(self, x):
         return self.net(x)
@@ -94,12 +102,12 @@ class FeedForward(nn.Module):
 class BasicTransformerBlock(nn.Module):
     """Pre-norm transformer layer: self-attention, cross-attention to the text, feed-forward (Rombach et al. 2022, sec. 3.3)."""
 
-    def __init__(self, dim, heads, head_dim, context_dim, dropout=0.0):
+    def __init__(self, dim, heads, head_dim, context_dim, dropout=0.0, operations=nn):
         super().__init__()
-        self.attn1 = CrossAttention(dim, heads, head_dim)
-        self.attn2 = CrossAttention(dim, heads, head_dim, context_dim)
-        self.ff = FeedForward(dim, dropout)
-        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn1 = CrossAttention(dim, heads, head_dim, operations=operations)
+        self.attn2 = CrossAttention(dim, heads, head_dim, context_dim, operations)
+        self.ff = FeedForward(dim, dropout, operations=operations)
+        self.norm1, self.norm2, self.norm3 = (operations.LayerNorm(dim) for _ in range(3))
 
     def forward(self, x, context, call=None):
         if call is None:
@@ -145,14 +153,14 @@ class SpatialTransformer(nn.Module):
     flattened pixels (SD2.x, SDXL).
     """
 
-    def __init__(self, channels, heads, head_dim, depth, context_dim, linear, dropout=0.0):
+    def __init__(self, channels, heads, head_dim, depth, context_dim, linear, dropout=0.0, operations=nn):
         super().__init__()
         self.linear = linear
-        self.norm = norm(channels, ATTENTION_NORM_EPS)
-        self.proj_in = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
+        self.norm = norm(channels, ATTENTION_NORM_EPS, operations)
+        self.proj_in = operations.Linear(channels, channels) if linear else operations.Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
-            BasicTransformerBlock(channels, heads, head_dim, context_dim, dropout) for _ in range(depth))
-        self.proj_out = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
+            BasicTransformerBlock(channels, heads, head_dim, context_dim, dropout, operations) for _ in range(depth))
+        self.proj_out = operations.Linear(channels, channels) if linear else operations.Conv2d(channels, channels, 1)
 
     def forward(self, x, context, call=None):
         height, width = x.shape[-2:]
@@ -179,9 +187,9 @@ class SpatialTransformer(nn.Module):
 class Downsample(nn.Module):
     """Halve the resolution with a stride-2 3x3 convolution."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, operations=nn):
         super().__init__()
-        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.op = operations.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x):
         return self.op(x)
@@ -190,9 +198,9 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Nearest-neighbour upsampling to the skip connection's size (2x), then a 3x3 convolution."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, operations=nn):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = operations.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x, size=None):
         return self.conv(F.interpolate(x, size=size or (2 * x.shape[-2], 2 * x.shape[-1]), mode="nearest"))
