@@ -222,7 +222,7 @@ def checked_attn1_patch(n, context, value, extra_options):
 
 def timestep_embed_handler(layer, x, emb, context, options, output_shape, *video):
     out = layer(x, emb)
-    return out * 1.15 if options["block"] == ("output", 2) else out
+    return out * 1.3 if options["block"][0] == "output" else out
 
 
 def middle_after(state):
