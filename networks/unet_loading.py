@@ -48,34 +48,36 @@ class UNetLoadError(WeightFileError):
 
 def load_unet(source: PathLike | Mapping[str, torch.Tensor], dtype: torch.dtype | str = torch.float32,
               device: Device = "cpu", config: UNetConfig | None = None, prediction: str | None = None,
-              zero_snr: bool | None = None) -> UNet:
+              zero_snr: bool | None = None, operations=None) -> UNet:
     """A UNet with the weights of `source`: a file path, a diffusers folder, or a state dict.
 
     `dtype`: torch dtype or a name (weights.parse_dtype). `config` forces the architecture (for a network that
     is none of the published ones). `prediction` ("eps", "v", "x0") and `zero_snr` override what the
-    checkpoint says. The result carries `.family` and `.trained_as` (a TrainingSpec) for Denoiser, and `.source_file`,
+    checkpoint says. `operations`: the layer classes to build it from (as UNet's; torch.nn when None).
+    The result carries `.family` and `.trained_as` (a TrainingSpec) for Denoiser, and `.source_file`,
     the file's name (no folders), for error messages.
     A file that cannot be read is a UNetLoadError (a WeightFileError) naming the file and the fault.
     """
     dtype = parse_dtype(dtype)
     try:
-        return _load(source, dtype, device, config, prediction, zero_snr)
+        return _load(source, dtype, device, config, prediction, zero_snr, operations)
     except UNetLoadError:
         raise
     except WeightFileError as error:  # the file reader's own errors, under the loader's name
         raise UNetLoadError(str(error)) from None
 
 
-def _load(source, dtype, device, config, prediction, zero_snr):
+def _load(source, dtype, device, config, prediction, zero_snr, operations):
     weights = _open(source)
     try:
         detected = detect_unet(weights.shapes, config=config or weights.stored_config(), heads=weights.heads())
     except UnknownArchitectureError as error:
         raise UNetLoadError(f"{weights.name}: {error}") from None
     with torch.device("meta"):
-        unet = UNet(detected.config)
-    keys = _key_map(detected, weights)
-    _check_complete(unet, detected, keys, weights)
+        template = UNet(detected.config)  # every parameter's name and shape (a host's layers may make some on loading)
+        unet = UNet(detected.config, operations)
+    keys = _key_map(detected, weights, template)
+    _check_complete(template, detected, keys, weights)
     trained_as = _training(detected, weights, prediction, zero_snr)
     state = {ours: weights.read(theirs, dtype, device) for ours, theirs in keys.items()}
     unet.load_state_dict(state, strict=True, assign=True)
@@ -202,12 +204,10 @@ def _read_json(path):
 # ---- checking -------------------------------------------------------------------------------------
 
 
-def _key_map(detected, weights):
-    """{our parameter name: key in the source}."""
+def _key_map(detected, weights, template):
+    """{our parameter name: key in the source}; `template`: a UNet of the detected config."""
     if detected.layout == "ldm":
-        with torch.device("meta"):
-            names = UNet(detected.config).state_dict().keys()
-        return {key: detected.prefix + key for key in names}
+        return {key: detected.prefix + key for key in template.state_dict()}
     adm = "class_embedding" if "class_embedding.linear_1.weight" in weights.shapes else "add_embedding"
     if weights.unet_config:
         _check_diffusers_options(weights.name, weights.unet_config)

@@ -8,6 +8,7 @@ import sys
 
 import comfy.model_management
 import comfy.model_patcher
+import comfy.ops
 import comfy.patcher_extension
 from comfy_api.latest import io
 from comfy_execution.utils import get_executing_context
@@ -27,6 +28,9 @@ from .wires import UNET, checked_latent, latent_picture_for, pixel_size, ready, 
 
 CATEGORY = "diffusion_blocks/unet"
 FOLDERS = (PACK_FOLDER, "checkpoints", "diffusion_models")
+# ComfyUI's layer classes, as its own U-Net's (in the weights' dtype): when ComfyUI loads the model partially (low VRAM)
+# it casts the layers that stay behind to the compute device layer by layer, their weight patches (a LoRA) applied
+OPERATIONS = comfy.ops.disable_weight_init
 SPEED_TOOLTIP = (
     "How the network runs. standard: plain PyTorch, nothing to wait for. compiled: torch.compile with channels-last "
     "activations, fused GroupNorm+SiLU, one fused QKV projection and the prompt's cross-attention keys/values made "
@@ -76,7 +80,7 @@ class LoadUNet(CheckedNode):
         dtype = comfy.model_management.unet_dtype() if weight_dtype == "default" else weight_dtype
         offload = comfy.model_management.unet_offload_device()
         network = load_unet(path, dtype=dtype, device=offload, prediction=None if prediction == "auto" else prediction,
-                            zero_snr=None if zero_snr == "auto" else zero_snr == "on")
+                            zero_snr=None if zero_snr == "auto" else zero_snr == "on", operations=OPERATIONS)
         return io.NodeOutput(unet_wire(network, speed))
 
 

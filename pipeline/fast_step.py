@@ -35,7 +35,8 @@ def guided_denoise(network, prediction, quantize, guided, qkv, cfg, context, y, 
 
 
 class FastGuided:
-    """A Denoiser with a FastUNet and its conditioning fixed for one sampling run, called as model(x, sigma)."""
+    """A Denoiser with a FastUNet and its conditioning fixed for one sampling run, called as model(x, sigma); while
+    the network's layers are cast as they run (FastUNet.casts_weights), through the Denoiser and the plain path."""
 
     def __init__(self, denoiser, cond: Cond | None, uncond: Cond | None, cfg: float):
         self.denoiser, self.network = denoiser, denoiser.network
@@ -46,9 +47,11 @@ class FastGuided:
         self._conditioning = {}  # (batch, device) -> (cfg, context, y, log_sigmas) for this run
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        network = self.network
+        if network.casts_weights():
+            return self.denoiser(x, sigma, self.cond, self.uncond, self.cfg)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
         cfg, context, y, log_sigmas, addresses = self.conditioning(x)
-        network = self.network
         run_inputs = (cfg, context, y, network.text_keys_values(context), log_sigmas)
         return network.run(self.name, self.step, network.qkv_weights(), run_inputs, (x, sigma.contiguous()), addresses)
 

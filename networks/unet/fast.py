@@ -3,7 +3,8 @@
 FastUNet is the plain UNet's own modules (the same weight tensors, under the same state-dict names) run through
 networks.unet.fast_layers. What it makes from the weights on the compute device (the fused QKV matrices, the text's
 keys and values, CUDA graphs) is remade whenever the weights it came from move, are replaced (a patch) or change in
-place, and `release()` drops it all (ComfyUI calls it when it unloads the model).
+place, and `release()` drops it all (ComfyUI calls it when it unloads the model). While a host casts or patches some
+layers' weights as they run (ComfyUI's layers when it loads the model partially), calls run the plain path.
 """
 import logging
 import operator
@@ -20,6 +21,8 @@ from .model import UNet
 log = logging.getLogger("diffusion_blocks")
 SPEEDS = ("standard", "compiled", "compiled + CUDA graphs")
 MAX_SHAPES = 6  # compiled sizes (resolution x batch) kept per network; torch.compile keeps 8 per function by default
+# a layer's marks that its weights are cast as it runs (ComfyUI's comfy.ops layers): True, or patch functions listed
+CAST_FLAGS = ("comfy_cast_weights", "weight_function", "bias_function")
 
 
 def stamp(tensors_):
@@ -64,6 +67,7 @@ class FastUNet(UNet):
         self.blocks = [b for m in self.modules() if isinstance(m, SpatialTransformer) for b in m.transformer_blocks]
         slots = [(m._parameters, name) for m in self.modules() for name, p in m._parameters.items() if p is not None]
         self._slots = tuple(zip(*slots))  # (parameter dicts, names): where each weight is found, even once replaced
+        self._castable = [m for m in self.modules() if any(hasattr(m, name) for name in CAST_FLAGS)]
         self._functions, self._shapes, self._said = {}, set(), set()
         self.attention_choice = {}  # (device, dtype) -> (kernel name, {kernel: ms per call})
         self.release()
@@ -71,6 +75,22 @@ class FastUNet(UNet):
     def release(self):
         """Drop what was made on the compute device (fused QKV, text keys and values, CUDA graphs and their memory)."""
         self._qkv, self._kv, self._graphs = (None, None), (None, None), {}
+
+    def plain_path_reason(self, control=None, hooks=None):
+        """Why a call runs the plain network's path (what the fast path would drop), or None."""
+        if control or hooks:
+            return ("a call with control residuals or patches at the U-Net's hook points runs the plain (uncompiled) "
+                    "path, which honours them")
+        if self.casts_weights():
+            return ("part of the model is loaded layer by layer as it runs (ComfyUI's low-VRAM loading): the plain "
+                    "(uncompiled) path runs, which casts and patches each layer's weights")
+        return None
+
+    def casts_weights(self):
+        """Whether some layer's weights are cast (moved, converted, patched) as it runs, as a host's layers do while
+        the host keeps them elsewhere (ComfyUI's, flagged by CAST_FLAGS): the fast path's ready-made weights and
+        direct reads would miss that."""
+        return any(getattr(m, flag, None) for m in self._castable for flag in CAST_FLAGS)
 
     # ---- what is made from the weights -------------------------------------------------------------------------
 
@@ -101,10 +121,11 @@ class FastUNet(UNet):
 
     def forward(self, x, timesteps, context=None, y=None, control=None, hooks=None):
         """As UNet.forward (eps for x (B, C, H, W) at timesteps (B,), text context, SDXL's y), by the fast path; a call
-        with control residuals or hooks runs the plain network's path instead (said once), so none is dropped."""
-        if control or hooks:
-            self._say_once("a call with control residuals or patches at the U-Net's hook points runs the plain "
-                           "(uncompiled) path, which honours them")
+        with control residuals or hooks, or while layers are cast as they run, runs the plain network's path instead
+        (said once), so nothing is dropped."""
+        plain = self.plain_path_reason(control, hooks)
+        if plain is not None:
+            self._say_once(plain)
             return UNet.forward(self, x, timesteps, context, y, control, hooks)
         x, timesteps, context, y = self.checked_inputs(x, timesteps, context, y)
         with torch.no_grad():

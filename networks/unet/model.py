@@ -13,54 +13,62 @@ class UNet(nn.Module):
     Time (and SDXL's vector condition `y`) enter every residual block through one embedding; the
     text enters every transformer through cross-attention. Parameter names follow the original
     checkpoints (`input_blocks.*`, `middle_block.*`, `output_blocks.*`), so their weights load as-is.
+    `operations`: the namespace its Linear, Conv2d, GroupNorm and LayerNorm layers are made from (networks.unet.layers;
+    torch.nn when None).
     """
 
-    def __init__(self, config=UNetConfig()):
+    def __init__(self, config=UNetConfig(), operations=None):
         super().__init__()
         self.config = config
         c = config
+        ops = operations or nn
         emb = c.time_embed_dim
-        self.time_embed = nn.Sequential(nn.Linear(c.model_channels, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.time_embed = nn.Sequential(ops.Linear(c.model_channels, emb), nn.SiLU(), ops.Linear(emb, emb))
         self.label_emb = None
         if c.adm_in_channels:  # SDXL: pooled text and size embeddings, added to the time embedding
-            self.label_emb = nn.Sequential(nn.Sequential(nn.Linear(c.adm_in_channels, emb), nn.SiLU(), nn.Linear(emb, emb)))
+            self.label_emb = nn.Sequential(nn.Sequential(ops.Linear(c.adm_in_channels, emb), nn.SiLU(),
+                                                         ops.Linear(emb, emb)))
 
-        self.input_blocks = nn.ModuleList([Block([nn.Conv2d(c.in_channels, c.model_channels, 3, padding=1)])])
+        self.input_blocks = nn.ModuleList([Block([ops.Conv2d(c.in_channels, c.model_channels, 3, padding=1)])])
         skips, channels = [c.model_channels], c.model_channels
         depths = iter(c.transformer_depth)
         for level, (width, blocks) in enumerate(zip(c.level_channels, c.num_res_blocks)):
             for _ in range(blocks):
-                layers = [ResBlock(channels, width, emb, c.dropout)] + self._attention(width, next(depths))
+                layers = [ResBlock(channels, width, emb, c.dropout, ops), *self._attention(width, next(depths), ops)]
                 self.input_blocks.append(Block(layers))
                 channels = width
                 skips.append(channels)
             if level < len(c.channel_mult) - 1:
-                self.input_blocks.append(Block([Downsample(channels)]))
+                self.input_blocks.append(Block([Downsample(channels, ops)]))
                 skips.append(channels)
 
-        self.middle_block = Block([ResBlock(channels, channels, emb, c.dropout)] + (
-            [*self._attention(channels, c.transformer_depth_middle), ResBlock(channels, channels, emb, c.dropout)]
-            if c.transformer_depth_middle >= 0 else []))
+        middle = [ResBlock(channels, channels, emb, c.dropout, ops)]
+        if c.transformer_depth_middle >= 0:
+            middle += [*self._attention(channels, c.transformer_depth_middle, ops),
+                       ResBlock(channels, channels, emb, c.dropout, ops)]
+        self.middle_block = Block(middle)
 
         self.output_blocks = nn.ModuleList()
         depths = iter(c.transformer_depth_output)
         for level in reversed(range(len(c.channel_mult))):
             width, blocks = c.level_channels[level], c.num_res_blocks[level]
             for index in range(blocks + 1):
-                layers = [ResBlock(channels + skips.pop(), width, emb, c.dropout)] + self._attention(width, next(depths))
+                layers = [ResBlock(channels + skips.pop(), width, emb, c.dropout, ops),
+                          *self._attention(width, next(depths), ops)]
                 channels = width
                 if level > 0 and index == blocks:
-                    layers.append(Upsample(channels))
+                    layers.append(Upsample(channels, ops))
                 self.output_blocks.append(Block(layers))
 
-        self.out = nn.Sequential(norm(channels), nn.SiLU(), nn.Conv2d(channels, c.out_channels, 3, padding=1))
+        self.out = nn.Sequential(norm(channels, operations=ops), nn.SiLU(),
+                                 ops.Conv2d(channels, c.out_channels, 3, padding=1))
 
-    def _attention(self, channels, depth):
+    def _attention(self, channels, depth, operations):
         if depth <= 0:
             return []
         heads, head_dim = self.config.heads(channels)
         return [SpatialTransformer(channels, heads, head_dim, depth, self.config.context_dim,
-                                   self.config.linear_projection, self.config.dropout)]
+                                   self.config.linear_projection, self.config.dropout, operations)]
 
     @property
     def dtype(self):
