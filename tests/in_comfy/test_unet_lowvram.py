@@ -8,18 +8,15 @@ import pytest
 import torch
 
 from harness.nodes import run_node
+from harness.small_unet import small_unet_file
 
 from diffusion_blocks.devtools.compare import relative_error
-from diffusion_blocks.networks.prediction import Cond, TrainingSpec
-from diffusion_blocks.networks.unet import UNet, UNetConfig
+from diffusion_blocks.networks.prediction import Cond
 from diffusion_blocks.networks.unet.fast import FastUNet
-from diffusion_blocks.networks.unet_loading import save_unet
 from diffusion_blocks.pipeline import Guided
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: see tests/conftest.py
 
-SMALL = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1), transformer_depth=(1, 1),
-                   transformer_depth_output=(1, 1, 1, 1), context_dim=16, num_heads=2)
 TOLERANCE = 1e-5
 CPU = torch.device("cpu")
 EVERY_LAYER = 1  # bytes of memory for the weights: no layer fits, every one is cast as it runs
@@ -32,18 +29,7 @@ def nodes(pack_nodes):
 
 @pytest.fixture(scope="module")
 def unet_file(comfy, tmp_path_factory):
-    import folder_paths
-
-    torch.manual_seed(0)
-    unet = UNet(SMALL).eval()
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))  # no zero-initialised layer
-    folder = tmp_path_factory.mktemp("lowvram_models") / "diffusion_models"
-    folder.mkdir()
-    save_unet(unet, folder / "lowvram_unet.safetensors", TrainingSpec())
-    folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
-    return "diffusion_models/lowvram_unet.safetensors"
+    return small_unet_file(tmp_path_factory, "lowvram_unet")
 
 
 def load(nodes, name, speed="standard"):

@@ -4,17 +4,14 @@ import pytest
 import torch
 
 from harness.nodes import run_node
+from harness.small_unet import small_unet_file
 
 from diffusion_blocks.devtools.compare import relative_error
-from diffusion_blocks.networks.prediction import TrainingSpec
-from diffusion_blocks.networks.unet import UNet, UNetConfig
+from diffusion_blocks.networks.unet import UNet
 from diffusion_blocks.networks.unet.fast import SPEEDS, FastUNet
-from diffusion_blocks.networks.unet_loading import save_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: see tests/conftest.py
 
-SMALL = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1), transformer_depth=(1, 1),
-                   transformer_depth_output=(1, 1, 1, 1), context_dim=16, num_heads=2)
 TOLERANCE = 1e-5
 
 
@@ -25,18 +22,7 @@ def nodes(pack_nodes):
 
 @pytest.fixture(scope="module")
 def unet_file(comfy, tmp_path_factory):
-    import folder_paths
-
-    torch.manual_seed(0)
-    unet = UNet(SMALL).eval()
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))  # no zero-initialised layer
-    folder = tmp_path_factory.mktemp("speed_models") / "diffusion_models"
-    folder.mkdir()
-    save_unet(unet, folder / "speed_unet.safetensors", TrainingSpec())
-    folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
-    return "diffusion_models/speed_unet.safetensors"
+    return small_unet_file(tmp_path_factory, "speed_unet")
 
 
 def load(nodes, name, **speed):
