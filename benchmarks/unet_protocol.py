@@ -8,6 +8,7 @@ Writes benchmarks/results/unet_protocol_<device>.md. Run: .venv/bin/python bench
 """
 import argparse
 import importlib
+import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,10 @@ def earlier_unet_class(revision):
         if shown.returncode == 0:
             (folder / name).write_text(shown.stdout)
     (folder / "__init__.py").write_text("")
-    sys.path.insert(0, str(folder.parent))
+    spec = importlib.util.spec_from_file_location("earlier_unet", folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    sys.modules["earlier_unet"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules["earlier_unet"])
     return importlib.import_module("earlier_unet.model").UNet
 
 
