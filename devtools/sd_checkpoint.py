@@ -67,27 +67,40 @@ PARAMETERS = {UNET_PREFIX: 859_520_964, CLIP_PREFIX: 123_060_480, VAE_PREFIX: 83
 
 def sd1_checkpoint_path():
     """The cached checkpoint's path; generated (in a subprocess, under a file lock) when missing."""
-    path = CACHE_DIR / FILENAME
+    return cached_test_file(FILENAME, STALE_PATTERN, "diffusion_blocks.devtools.sd_checkpoint", "~2.1 GB")
+
+
+def cached_test_file(filename, stale_pattern, module, size, *arguments):
+    """CACHE_DIR/filename, made when missing by `python -m module *arguments path` in a subprocess under a file
+    lock; other versions (stale_pattern) are removed then."""
+    path = CACHE_DIR / filename
     if path.exists():
         return path
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with _locked(CACHE_DIR / f".{FILENAME}.lock"):
+    with _locked(CACHE_DIR / f".{filename}.lock"):
         if not path.exists():
-            _generate_in_subprocess(path)
-            for stale in CACHE_DIR.glob(STALE_PATTERN):
+            started = time.monotonic()
+            print(f"[{module}] generating {path} (once; {size})", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, "-m", module, *arguments, str(path)], cwd=CACHE_DIR, check=True)
+            print(f"[{module}] generated in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+            for stale in CACHE_DIR.glob(stale_pattern):
                 if stale != path:
                     stale.unlink()
     return path
 
 
 def install_checkpoint(base_directory, name=FILENAME):
-    """Symlink the checkpoint into `<base>/models/checkpoints/`; returns the name ComfyUI lists it under.
+    """Symlink the checkpoint into `<base>/models/checkpoints/`; returns the name ComfyUI lists it under."""
+    return install_model_file(sd1_checkpoint_path(), base_directory, "checkpoints", name)
+
+
+def install_model_file(target, base_directory, folder_name, name):
+    """Symlink `target` into `<base>/models/<folder_name>/<name>`; returns `name`.
 
     ComfyUI lists symlinked files, and its filename cache is keyed on the folder's mtime, which
-    the new link changes, so a running server finds a checkpoint linked after its start-up.
+    the new link changes, so a running server finds a file linked after its start-up.
     """
-    target = sd1_checkpoint_path()
-    folder = Path(base_directory) / "models" / "checkpoints"
+    folder = Path(base_directory) / "models" / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     link = folder / name
     if link.is_symlink() and link.resolve() == target.resolve():
@@ -106,14 +119,6 @@ def _locked(lock_path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _generate_in_subprocess(path):
-    started = time.monotonic()
-    print(f"[sd_checkpoint] generating {path} (once; ~2.1 GB)", file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, "-m", "diffusion_blocks.devtools.sd_checkpoint", str(path)], cwd=CACHE_DIR,
-                   check=True)
-    print(f"[sd_checkpoint] generated in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
 
 
 # ---- generation (runs in the subprocess) -------------------------------------------------------
@@ -137,12 +142,13 @@ def architecture():
     return [(UNET_PREFIX, unet), (CLIP_PREFIX + "text_model.", text_model), (VAE_PREFIX, vae)]
 
 
-def tensor_plan():
-    """[(key, shape, dtype, make)] in file order; make(generator) draws the tensor's values."""
+def tensor_plan(parts=None):
+    """[(key, shape, dtype, make)] in file order for (prefix, module) parts (default: the checkpoint's three);
+    make(generator) draws the tensor's values."""
     import torch
 
     plan = []
-    for prefix, model in architecture():
+    for prefix, model in parts if parts is not None else architecture():
         for module_name, module in model.named_modules():
             for param_name, param in module.named_parameters(recurse=False):
                 key = prefix + (f"{module_name}.{param_name}" if module_name else param_name)
@@ -172,7 +178,7 @@ def _initialiser(module, param_name, param):
     raise TypeError(f"no initialisation for {type(module).__name__}.{param_name} {shape}")
 
 
-def write_checkpoint(path, plan=None):
+def write_checkpoint(path, plan=None, name=f"sd15-random-{VERSION}"):
     """Stream the tensors into a safetensors file, one at a time; written to a temporary name, then renamed."""
     import torch
 
@@ -183,7 +189,7 @@ def write_checkpoint(path, plan=None):
         size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
         header[key] = {"dtype": names[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
-    header["__metadata__"] = {"format": "pt", "diffusion_blocks.test_checkpoint": f"sd15-random-{VERSION}",
+    header["__metadata__"] = {"format": "pt", "diffusion_blocks.test_checkpoint": name,
                               "diffusion_blocks.note": "random weights, SD1.x architecture, for tests only"}
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .paths import PACK_NAME, PACK_ROOT, comfyui_path
 
-MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "embeddings", "vae")
+MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "embeddings", "vae", "loras", "controlnet")
 
 
 # OpenMP threads wait for the next parallel region spinning briefly (about 20 k polls, microseconds), then

@@ -2,7 +2,7 @@
 
 Each SaveImage of a workflow gives one picture, named after its filename prefix. SD1.x workflows need a
 checkpoint: pass a real one with --checkpoint; without it they run on the tests' random-weight SD1.x
-checkpoint at 128x128 pixels, and their pictures are named <output>_random_weights.png (they show that the
+checkpoint (and random SD1.5 LoRA and ControlNet, devtools/sd_adapters.py) at 128x128 pixels, and their pictures are named <output>_random_weights.png (they show that the
 workflow runs, not what SD1.x draws). Pictures are re-saved without ComfyUI's metadata and shrunk under 300 KB.
 The same run writes each example workflow's thumbnail, example_workflows/<name>.jpg (its first picture, which
 ComfyUI's template browser shows on the workflow's card; marked "random test weights" where that is what drew it;
@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from diffusion_blocks.devtools.paths import PACK_ROOT
 from diffusion_blocks.devtools.server import ComfyServer
+from diffusion_blocks.devtools.sd_adapters import install_controlnet, install_lora, write_hint_picture
 from diffusion_blocks.devtools.sd_checkpoint import install_checkpoint
 
 WORKFLOWS = PACK_ROOT / "example_workflows"
@@ -47,6 +48,19 @@ def link_checkpoint(base, checkpoint, name):
     link.unlink(missing_ok=True)
     link.symlink_to(Path(checkpoint).resolve())
     return name
+
+
+def install_random_adapters(base, workflow):
+    """The tests' random SD1.5 LoRA and ControlNet under the names a workflow loads, and its pictures to load (a
+    drawing with clear edges) where the server's input folder lacks them."""
+    for node in workflow.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "LoraLoaderModelOnly":
+            install_lora(base, inputs["lora_name"])
+        elif node["class_type"] == "ControlNetLoader":
+            install_controlnet(base, inputs["control_net_name"])
+        elif node["class_type"] == "LoadImage" and not (Path(base) / "input" / inputs["image"]).exists():
+            write_hint_picture(Path(base) / "input" / inputs["image"], RANDOM_SIZE)
 
 
 def shrink_for_random_weights(workflow):
@@ -135,6 +149,7 @@ def render(server, name, checkpoint, only=("pictures", "thumbnails")):
         link_checkpoint(server.base, checkpoint, ckpt)
     if needs_sd1 and checkpoint is None:
         shrink_for_random_weights(workflow)
+        install_random_adapters(server.base, workflow)
     suffix = "_random_weights" if needs_sd1 and checkpoint is None else ""
     written = []
     outputs = server.output_images(server.run(workflow))

@@ -19,7 +19,7 @@ SD1_PLACEHOLDER = "v1-5-pruned-emaonly.safetensors"
 PADDING = 8  # views/grid.py: around every cell
 EXAMPLES = ["compare_samplers_shapes", "compare_equal_cost_shapes", "compare_schedules_shapes", "fewer_steps_shapes",
             "denoising_trajectory_shapes",
-            "image_to_image_shapes", "sd1_our_unet_text_encoder", "sd1_sampler_custom_advanced"]
+            "image_to_image_shapes", "sd1_our_unet_text_encoder", "sd1_sampler_custom_advanced", "sd1_lora_controlnet"]
 # Examples that also need another extension, which this test server does not have: each runs in its own test.
 NEED_EXTENSIONS = {"text_to_image_distributed": ({"DistributedSeed", "DistributedCollector"}, "test_distributed.py")}
 
