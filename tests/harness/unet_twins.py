@@ -9,6 +9,13 @@ ENCODER, DECODER = uniform_depths((1, 1, 1, 0))
 # SD1.x's layout (four levels, attention on the first three, a middle transformer, 1x1 projections) at width 32
 SD1_LIKE = UNetConfig(model_channels=32, channel_mult=(1, 2, 4, 4), num_res_blocks=(2, 2, 2, 2), transformer_depth=ENCODER,
                       transformer_depth_output=DECODER, transformer_depth_middle=1, context_dim=32, num_heads=4)
+# SDXL's layout (three levels, no attention on the first, deeper transformers below, linear projections, 16-channel
+# heads, the vector condition of the pooled text and the size embeddings) at width 32
+SDXL_LIKE = UNetConfig(model_channels=32, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                       transformer_depth=(0, 0, 1, 1, 2, 2), transformer_depth_output=(2, 2, 2, 1, 1, 1, 0, 0, 0),
+                       transformer_depth_middle=1, context_dim=48, num_heads=-1, head_channels=16,
+                       linear_projection=True, adm_in_channels=2816)
+POOLED = 1280
 CONTEXT_TOKENS = 7
 
 
@@ -49,15 +56,19 @@ def twins(config=SD1_LIKE, seed=0):
     reference.diffusion_model.load_state_dict(network.state_dict())
     reference.diffusion_model.requires_grad_(False)
     reference.model_sampling = ours.model.model_sampling
+    if config.adm_in_channels:  # the same vector condition from the same pooled text and sizes
+        reference.encode_adm = ours.model.encode_adm
     cpu = torch.device("cpu")
     return ours, comfy.model_patcher.ModelPatcher(reference, load_device=cpu, offload_device=cpu)
 
 
 def prompts(config=SD1_LIKE, seed=1):
-    """(positive, negative) CONDITIONING of random text embeddings."""
+    """(positive, negative) CONDITIONING of random text embeddings (and pooled text, for a vector condition)."""
     generator = torch.Generator().manual_seed(seed)
     text = [torch.randn(1, CONTEXT_TOKENS, config.context_dim, generator=generator) for _ in range(2)]
-    return [[text[0], {}]], [[text[1], {}]]
+    pooled = [{"pooled_output": torch.randn(1, POOLED, generator=generator)} if config.adm_in_channels else {}
+              for _ in range(2)]
+    return [[text[0], pooled[0]]], [[text[1], pooled[1]]]
 
 
 def sample(model, positive, negative, size=16, steps=3, cfg=4.0, seed=0, sampler="euler", scheduler="normal"):

@@ -9,7 +9,7 @@ import inspect
 
 import pytest
 import torch
-from harness.unet_twins import SD1_LIKE, prompts, random_network, relative_l2, sample, twins
+from harness.unet_twins import SD1_LIKE, SDXL_LIKE, prompts, random_network, relative_l2, sample, twins
 
 TOLERANCE = 2e-3  # relative L2, fp32 (the issue's bar; the unpatched twins agree to ~1e-6)
 CHANGED = 5 * TOLERANCE  # what a patch must do to ComfyUI's own latent for its test to mean anything
@@ -23,6 +23,11 @@ def pair(comfy, one_thread):
 @pytest.fixture(scope="module")
 def conditioning(comfy):
     return prompts()
+
+
+@pytest.fixture(scope="module")
+def sdxl_pair(comfy, one_thread):
+    return twins(SDXL_LIKE)
 
 
 def run(node, **inputs):
@@ -50,11 +55,13 @@ def comfy_has(module_name, text):
 
 # ---- the network's names, classes and config, where ComfyUI and packs look for them ----------------------------
 
-def test_lora_key_maps_are_comfyuis_own(pair):
+@pytest.mark.parametrize("layout", ["pair", "sdxl_pair"])
+def test_lora_key_maps_are_comfyuis_own(layout, request, comfy):
     """Every LoRA name ComfyUI resolves on its own U-Net (kohya, diffusers, PEFT-style, LyCORIS, plain) resolves to
-    the same weight on ours: the maps are equal, entry for entry."""
+    the same weight on ours: the maps are equal, entry for entry (SD1.x and SDXL layouts)."""
     import comfy.lora
 
+    pair = request.getfixturevalue(layout)
     ours, theirs = (comfy.lora.model_lora_keys_unet(m.model, {}) for m in pair)
     assert ours == theirs and len(ours) > 1000
     weights = {k for k in pair[0].model.state_dict() if k.startswith("diffusion_model.") and k.endswith(".weight")}
@@ -70,14 +77,17 @@ def test_blocks_are_found_by_module_path_and_class_name(pair):
     assert all(hasattr(attention, name) for name in ("to_q", "to_k", "to_v", "to_out", "heads"))
 
 
-def test_unet_config_is_what_comfyui_detects_for_these_weights(pair):
+@pytest.mark.parametrize("layout", ["pair", "sdxl_pair"])
+def test_unet_config_is_what_comfyui_detects_for_these_weights(layout, request, comfy):
     import comfy.model_detection
 
+    pair = request.getfixturevalue(layout)
     state = pair[1].model.diffusion_model.state_dict()
     detected = comfy.model_detection.detect_unet_config(state, "")
     ours = pair[0].model.model_config.unet_config
     for key in ("model_channels", "num_res_blocks", "channel_mult", "transformer_depth", "transformer_depth_output",
-                "transformer_depth_middle", "context_dim", "use_linear_in_transformer", "in_channels"):
+                "transformer_depth_middle", "context_dim", "use_linear_in_transformer", "in_channels",
+                "adm_in_channels"):
         assert ours[key] == detected[key], key
 
 
@@ -98,7 +108,7 @@ CORE_PATCHES = {
     "SelfAttentionGuidance": (core_patch("comfy_extras.nodes_sag", "SelfAttentionGuidance", scale=2.0,
                                          blur_sigma=2.0), {}),
     "HyperTile": (core_patch("comfy_extras.nodes_hypertile", "HyperTile", tile_size=256, swap_size=2, max_depth=0,
-                             scale_depth=False), {"size": 64}),
+                             scale_depth=False), {"size": 64, "steps": 1}),
     "PatchModelAddDownscale": (core_patch("comfy_extras.nodes_model_downscale", "PatchModelAddDownscale",
                                           block_number=3, downscale_factor=2.0, start_percent=0.0, end_percent=0.7,
                                           downscale_after_skip=True, downscale_method="bicubic",
@@ -335,41 +345,84 @@ def randomised(module, seed, scale=0.05):
     return module.eval().requires_grad_(False)
 
 
-def small_controlnet():
-    """ComfyUI's own ControlNet network (original layout) for the twins' config, random weights."""
+def small_controlnet(config=SD1_LIKE):
+    """ComfyUI's own ControlNet network (original layout) for a twins' config, random weights."""
     import comfy.cldm.cldm
     import comfy.controlnet
 
     from diffusion_blocks.nodes.native_model import comfy_unet_config
 
-    config = {k: v for k, v in comfy_unet_config(SD1_LIKE).items()
-              if k not in ("disable_unet_model_creation", "out_channels", "transformer_depth_output", "num_classes")}
-    network = randomised(comfy.cldm.cldm.ControlNet(hint_channels=3, **config), seed=5)
+    unet_config = {k: v for k, v in comfy_unet_config(config).items()
+                   if k not in ("disable_unet_model_creation", "out_channels", "transformer_depth_output")}
+    network = randomised(comfy.cldm.cldm.ControlNet(hint_channels=3, **unet_config), seed=5)
     return comfy.controlnet.ControlNet(network, load_device=torch.device("cpu"))
 
 
-def small_t2i_adapter():
+def small_t2i_adapter(config=SD1_LIKE):
     import comfy.controlnet
     import comfy.t2i_adapter.adapter
 
-    channels = [SD1_LIKE.model_channels * m for m in SD1_LIKE.channel_mult]
+    channels = [config.model_channels * m for m in config.channel_mult]
     network = randomised(comfy.t2i_adapter.adapter.Adapter(channels=channels, nums_rb=1, cin=3 * 64, ksize=1, sk=True,
                                                            use_conv=False, xl=False), seed=6, scale=0.1)
     return comfy.controlnet.T2IAdapter(network, channels_in=3, compression_ratio=8, upscale_algorithm="nearest-exact")
 
 
-@pytest.mark.parametrize("kind", ["ControlNet", "T2I-Adapter"])
-def test_control_residuals_give_comfyuis_result(kind, pair, conditioning):
+def small_control_lora(config):
+    """A control-LoRA as Stability's: the hint encoder and zero convolutions of its own, every other layer taken from
+    the model it is applied to (by name, from its state dict and unet_config)."""
+    import comfy.controlnet
+
+    own = {k: v for k, v in small_controlnet(config).control_model.state_dict().items()
+           if k.startswith(("input_hint_block.", "zero_convs.", "middle_block_out."))}
+    return comfy.controlnet.ControlLora({**own, "lora_controlnet": torch.tensor([])})
+
+
+CONTROLS = {"ControlNet": (small_controlnet, "sd1"), "T2I-Adapter": (small_t2i_adapter, "sd1"),
+            "SDXL ControlNet": (small_controlnet, "sdxl"), "SDXL control-LoRA": (small_control_lora, "sdxl")}
+
+
+@pytest.mark.parametrize("kind", list(CONTROLS))
+def test_control_residuals_give_comfyuis_result(kind, request, comfy):
     import nodes
 
-    control = small_controlnet() if kind == "ControlNet" else small_t2i_adapter()
+    make, layout = CONTROLS[kind]
+    config, pair = (SD1_LIKE, request.getfixturevalue("pair")) if layout == "sd1" else (
+        SDXL_LIKE, request.getfixturevalue("sdxl_pair"))
+    conditioning = prompts(config)
     hint = torch.rand(1, 128, 128, 3, generator=torch.Generator().manual_seed(8))
     positive, negative = nodes.ControlNetApplyAdvanced().apply_controlnet(
-        *conditioning, control, hint, strength=0.9, start_percent=0.0, end_percent=0.7)
+        *conditioning, make(config), hint, strength=0.9, start_percent=0.0, end_percent=0.7)
     ours, theirs = pair
     expected = sample(theirs, positive, negative)
     assert relative_l2(sample(ours, positive, negative), expected) <= TOLERANCE
     assert relative_l2(sample(theirs, *conditioning), expected) > CHANGED
+
+
+def test_the_sdxl_layout_takes_patch_nodes_as_comfyuis(sdxl_pair):
+    assert_same_result(CORE_PATCHES["FreeU_V2"][0], sdxl_pair, prompts(SDXL_LIKE))
+    assert_same_result(CORE_PATCHES["PerturbedAttentionGuidance"][0], sdxl_pair, prompts(SDXL_LIKE))
+
+
+def test_a_compiled_unet_keeps_every_patch(pair, conditioning):
+    """Load U-Net's compiled speed (here torch.compile's eager backend) gives the plain network's result under a LoRA
+    (run compiled), a ControlNet and call-time patches (run on the plain path)."""
+    import comfy.sd
+    import nodes
+
+    from diffusion_blocks.networks.unet.fast import FastUNet
+    from diffusion_blocks.nodes.unet_nodes import unet_wire
+
+    fast = unet_wire(FastUNet(random_network(), compiled=True, backend="eager")).clone()
+    lora = lora_file(pair[1], torch.Generator().manual_seed(3))
+    with_control = nodes.ControlNetApplyAdvanced().apply_controlnet(
+        *conditioning, small_controlnet(), torch.rand(1, 128, 128, 3, generator=torch.Generator().manual_seed(8)),
+        strength=0.9, start_percent=0.0, end_percent=1.0)
+    patches = {"LoRA": (lambda m: comfy.sd.load_lora_for_models(m, None, lora, 0.8, 0.0)[0], conditioning),
+               "FreeU": (CORE_PATCHES["FreeU"][0], conditioning), "ControlNet": (lambda m: m, with_control),
+               "attn2_replace": (WRITTEN_PATCHES["attn2_replace like IPAdapter's"], conditioning)}
+    for name, (patch, prompt) in patches.items():
+        assert relative_l2(sample(patch(fast), *prompt), sample(patch(pair[0]), *prompt)) <= 1e-5, name
 
 
 # ---- never silent, never leaking ------------------------------------------------------------------------------
