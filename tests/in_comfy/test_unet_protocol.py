@@ -467,8 +467,8 @@ def test_the_pack_sampling_refuses_a_wire_with_call_time_patches(pair):
 
 
 def test_a_lora_on_the_model_is_gone_for_the_next_run_on_the_unet_wire(comfy, conditioning):
-    """The DB_UNET and MODEL wires share one network: a LoRA'd run on the MODEL, then the DB_UNET wire without it,
-    gives the DB_UNET wire's own result bit for bit; also after ComfyUI unloads and reloads the weights."""
+    """The DB_UNET and MODEL wires share one network: a LoRA'd (or object-patched) run on the MODEL, then the DB_UNET
+    wire without it, gives the DB_UNET wire's own result bit for bit; also after ComfyUI unloads and reloads."""
     import comfy.model_management
     import comfy.sd
 
@@ -491,4 +491,9 @@ def test_a_lora_on_the_model_is_gone_for_the_next_run_on_the_unet_wire(comfy, co
     assert torch.equal(predict(), alone)
     assert relative_l2(sample(lora_model, *conditioning), changed) == 0.0  # the LoRA is back for its own run
     comfy.model_management.unload_all_models()
+    assert torch.equal(predict(), alone)
+    object_patched = as_native_model(unet)
+    object_patched.add_object_patch("diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_v",
+                                    torch.nn.Linear(SD1_LIKE.context_dim, 4 * SD1_LIKE.model_channels, bias=False))
+    assert relative_l2(sample(object_patched, *conditioning), sample(as_native_model(unet), *conditioning)) > CHANGED
     assert torch.equal(predict(), alone)
