@@ -59,6 +59,8 @@ OPTION_WIDGETS = {
                                                      "3 calls per step)."),
 }
 ORDER_OPTION_NAMES = ("order", "max_order")  # the multistep samplers call their order one of these
+# Options a node gained after it was released: optional, so workflows saved before them load (the sampler's default).
+ADDED_AFTER_RELEASE = ("max_calls",)
 
 FAMILIES = (
     Family("DB_Sampler", "Sampler (by name)", tuple(SAMPLERS), (),
@@ -105,7 +107,7 @@ def _schema_inputs(family):
         kind, widget = OPTION_WIDGETS[option]
         users = [n for n in _users(option) if n in family.names]
         widget = {**widget, "tooltip": f"{widget['tooltip']} Used by: {', '.join(users)}."}
-        inputs.append(kind.Input(option, **widget))
+        inputs.append(kind.Input(option, optional=option in ADDED_AFTER_RELEASE, **widget))
     return inputs
 
 
