@@ -22,6 +22,7 @@ import torch
 from comfy_api.latest import io
 
 from ..networks.prediction import Denoiser
+from .wires import LoadedTextEncoder
 
 PACK = __name__.rsplit(".", 2)[0]  # the package the pack was imported as (a path, when ComfyUI loads it from one)
 SHOWN_OPTIONS = 12
@@ -198,8 +199,6 @@ def _unet(spec, value):
 
 
 def _text_encoder(spec, value):
-    from .text_nodes import LoadedTextEncoder
-
     if isinstance(value, LoadedTextEncoder):
         return None
     return f"expected the pack's text encoder wire (DB_TEXT_ENCODER, from Load Text Encoder), got {_describe(value)}"

@@ -1,6 +1,5 @@
 """Text encoder nodes: load CLIP text encoders, encode prompts into native CONDITIONING, show a prompt's tokens."""
 import logging
-from dataclasses import dataclass
 
 import comfy.model_management
 import comfy.model_patcher
@@ -19,6 +18,7 @@ from .checks import CheckedNode
 from .compat import schema
 from .images import to_image_tensor
 from .model_files import PACK_FOLDER, model_file_options, resolve_model_file
+from .wires import LoadedTextEncoder
 
 CATEGORY = "diffusion_blocks/text"
 TextEncoderType = io.Custom("DB_TEXT_ENCODER")
@@ -27,20 +27,6 @@ MAX_RESOLUTION = 16384
 LAYER_TOOLTIP = ("Which layer's output conditions the image ('clip skip'): 0 uses the model family's own (SD1: -1, "
                  "SD2 and SDXL: -2); -1 is the last layer, -2 the one before, and so on.")
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedTextEncoder:
-    """What travels on a DB_TEXT_ENCODER wire: the encoder and the ModelPatcher that lets ComfyUI offload it."""
-
-    encoder: object
-    patcher: object
-    name: str
-
-    def ready(self):
-        """The encoder, on its device (loaded through ComfyUI's memory manager)."""
-        comfy.model_management.load_models_gpu([self.patcher])
-        return self.encoder
 
 
 def embeddings():

@@ -1,9 +1,12 @@
-"""ComfyUI's wires in and out of the core: the DB_UNET wire, native CONDITIONING, KSAMPLER, latent formats, previews.
+"""ComfyUI's wires in and out of the core: the pack's DB_UNET and DB_TEXT_ENCODER wires, native CONDITIONING,
+KSAMPLER, latent formats, previews.
 
-The DB_UNET wire carries a comfy ModelPatcher whose `.model` is ComfyUI's model of our network (nodes.native_model)
-and whose `.model.denoiser` is our Denoiser (network + prediction type + training schedule, its family telling the
+The DB_TEXT_ENCODER wire carries a LoadedTextEncoder. The DB_UNET wire carries a comfy ModelPatcher whose `.model`
+is ComfyUI's model of our network (nodes.native_model) and whose `.model.denoiser` is our Denoiser (network + prediction type + training schedule, its family telling the
 latent format and the vector-condition recipe).
 """
+from dataclasses import dataclass
+
 import comfy.latent_formats
 import comfy.model_management
 import comfy.model_sampling
@@ -37,6 +40,20 @@ class PixelSpace(comfy.latent_formats.LatentFormat):
 def denoiser_of(unet):
     """The Denoiser (network, prediction type, training schedule) of a DB_UNET wire."""
     return unet.model.denoiser
+
+
+@dataclass
+class LoadedTextEncoder:
+    """What travels on a DB_TEXT_ENCODER wire: the encoder and the ModelPatcher that lets ComfyUI offload it."""
+
+    encoder: object
+    patcher: object
+    name: str
+
+    def ready(self):
+        """The encoder, on its device (loaded through ComfyUI's memory manager)."""
+        comfy.model_management.load_models_gpu([self.patcher])
+        return self.encoder
 
 
 def ready(unet) -> tuple:

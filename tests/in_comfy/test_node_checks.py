@@ -27,7 +27,7 @@ def wires(comfy):
     import comfy.model_patcher
     import comfy.samplers
 
-    from diffusion_blocks.nodes.text_nodes import LoadedTextEncoder
+    from diffusion_blocks.nodes.wires import LoadedTextEncoder
     from diffusion_blocks.nodes.unet_nodes import unet_wire
     from diffusion_blocks.samplers import SAMPLERS
 
