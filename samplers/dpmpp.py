@@ -16,38 +16,37 @@ x_next = (sigma_next / sigma) e^(-eta h) x + alpha_next (1 - e^(-(1 + eta) h)) D
 starting just below sigma = 1 (where lambda = -inf); the ancestral 2S uses the flow's ancestral split.
 DPM-Solver++(2M) integrates the probability-flow ODE alone, which is the same for both: it takes no noise_model.
 """
+from functools import partial
+
 import torch
 
 from .common import SamplerSpec, ancestral_step, prepare, report
+from .euler import ancestral_loop
 from .exponential import h_phi, lambda_of, sde_noise_std
 from .noise_model import FLOW_FIRST_STAGE, noise_model_of
+
+
+def _2s_step(model, x, sigma, sigma_down, denoised, s_in, extra_args, noise_model):
+    """DPM-Solver++(2S) from sigma to sigma_down: exponential Euler, (sigma_t / sigma) x + (1 - sigma_t / sigma) D,
+    to the stage halfway in lambda, then with its D over the whole step (to sigma = 0: the denoised estimate)."""
+    if sigma_down == 0:
+        return denoised
+    if noise_model.flow and sigma >= 1:
+        sigma_s = FLOW_FIRST_STAGE  # lambda(1) = -inf: no halfway point
+    else:
+        sigma_s = noise_model.sigma_of((noise_model.lambda_of(sigma) + noise_model.lambda_of(sigma_down)) / 2)
+    u = (sigma_s / sigma) * x + (1 - sigma_s / sigma) * denoised
+    denoised_s = model(u, sigma_s * s_in, **extra_args)
+    return (sigma_down / sigma) * x + (1 - sigma_down / sigma) * denoised_s
 
 
 @torch.no_grad()
 def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                        noise_sampler=None, noise_model="ve"):
     """DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1, r = 1/2) to sigma_down, then ancestral noise to sigma_next."""
-    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    noise_model = noise_model_of(noise_model)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma * s_in, **extra_args)
-        sigma_down, sigma_up, scale = noise_model.ancestral_step(sigma, sigma_next, eta)
-        report(callback, i, x, sigma, sigma, denoised)
-        if sigma_down == 0:
-            x = denoised  # an Euler step to sigma = 0 lands on the denoised estimate
-        else:
-            # the stage halfway in lambda; each step exponential Euler, (sigma_t / sigma) x + (1 - sigma_t / sigma) D
-            if noise_model.flow and sigma >= 1:
-                sigma_s = FLOW_FIRST_STAGE  # lambda(1) = -inf: no halfway point
-            else:
-                sigma_s = noise_model.sigma_of((noise_model.lambda_of(sigma) + noise_model.lambda_of(sigma_down)) / 2)
-            u = (sigma_s / sigma) * x + (1 - sigma_s / sigma) * denoised
-            denoised_s = model(u, sigma_s * s_in, **extra_args)
-            x = (sigma_down / sigma) * x + (1 - sigma_down / sigma) * denoised_s
-        if sigma_next > 0:
-            x = scale * x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
-    return x
+    step = partial(_2s_step, noise_model=noise_model_of(noise_model))
+    return ancestral_loop(step, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, noise_model,
+                          renoise_whenever_noisy=True)
 
 
 @torch.no_grad()
@@ -126,16 +125,13 @@ def _sde_noise(noise_sampler, sigma, sigma_next, h, eta, s_noise):
     return noise_sampler(sigma, sigma_next) * sigma_next * sde_noise_std(h * eta) * s_noise
 
 
-@torch.no_grad()
-def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                 noise_sampler=None, solver_type="midpoint", noise_model="ve"):
-    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's SDE form): 2M with eta-scaled noise, midpoint or heun."""
-    if solver_type not in ("midpoint", "heun"):
-        raise ValueError("solver_type must be 'midpoint' or 'heun'")
+def _multistep_sde(correction, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, noise_model):
+    """A multistep DPM-Solver++ SDE: each step first order (_sde_step), plus correction(x, denoised, h, h_eta,
+    alpha_next, past) from the last two steps' (denoised, h), newest first, plus the step's noise."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     noise_model = noise_model_of(noise_model)
     sigmas = noise_model.log_snr_start(sigmas)
-    denoised_prev, h_prev = None, None
+    past = []
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma * s_in, **extra_args)
@@ -144,15 +140,52 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
             x = denoised
             continue
         x, h, h_eta, alpha_next = _sde_step(x, denoised, sigma, sigma_next, eta, noise_model)
-        if denoised_prev is not None:
-            d1 = (denoised - denoised_prev) * (h / h_prev)  # first difference scaled to this step: (D - D_prev) / r
-            if solver_type == "heun":
-                x = x - alpha_next * h_phi(2, -h_eta) * d1  # + h phi_2(-h_eta) D' for data prediction
-            else:
-                x = x - alpha_next * 0.5 * h_phi(1, -h_eta) * d1
+        x = correction(x, denoised, h, h_eta, alpha_next, past)
         if eta > 0 and s_noise > 0:
             x = x + _sde_noise(noise_sampler, sigma, sigma_next, h, eta, s_noise)
-        denoised_prev, h_prev = denoised, h
+        past = [(denoised, h), *past[:1]]
+    return x
+
+
+def _2m_correction(x, denoised, h, h_eta, alpha_next, past, solver_type):
+    """DPM-Solver++(2M)'s second-order term from the first difference of the last two denoised estimates."""
+    if not past:
+        return x
+    denoised_prev, h_prev = past[0]
+    d1 = (denoised - denoised_prev) * (h / h_prev)  # first difference scaled to this step: (D - D_prev) / r
+    if solver_type == "heun":
+        return x - alpha_next * h_phi(2, -h_eta) * d1  # + h phi_2(-h_eta) D' for data prediction
+    return x - alpha_next * 0.5 * h_phi(1, -h_eta) * d1
+
+
+@torch.no_grad()
+def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                 noise_sampler=None, solver_type="midpoint", noise_model="ve"):
+    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's SDE form): 2M with eta-scaled noise, midpoint or heun."""
+    if solver_type not in ("midpoint", "heun"):
+        raise ValueError("solver_type must be 'midpoint' or 'heun'")
+    return _multistep_sde(partial(_2m_correction, solver_type=solver_type), model, x, sigmas, extra_args, callback,
+                          eta, s_noise, noise_sampler, noise_model)
+
+
+def _3m_correction(x, denoised, h, h_eta, alpha_next, past):
+    """DPM-Solver++(3M)'s first- and second-derivative terms from the last three denoised estimates."""
+    phi_2 = -alpha_next * h_phi(2, -h_eta)  # h_eta phi_2(-h_eta), the weight of the first derivative
+    if len(past) == 2:
+        (denoised_1, h_1), (denoised_2, h_2) = past
+        r0, r1 = h_1 / h, h_2 / h
+        d1_0 = (denoised - denoised_1) / r0
+        d1_1 = (denoised_1 - denoised_2) / r1
+        d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)  # first derivative, second-order accurate
+        # h^2 D''/2 (not h^2 D''), weighted by -phi_3 as in k-diffusion and the DPM-Solver reference
+        # code: ComfyUI's results, but it leaves an O(h^3) local error, so the method is second
+        # order as h -> 0 (steeper, problem-dependent, at practical step counts; see test_samplers_order.py).
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi_3 = alpha_next * h_phi(3, -h_eta)  # -h_eta phi_3(-h_eta)
+        return x + phi_2 * d1 - phi_3 * d2
+    if past:
+        denoised_1, h_1 = past[0]
+        return x + phi_2 * (denoised - denoised_1) / (h_1 / h)
     return x
 
 
@@ -160,36 +193,8 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
 def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                  noise_sampler=None, noise_model="ve"):
     """DPM-Solver++(3M) SDE (Lu et al. 2022; k-diffusion's SDE form): three-point multistep, eta-scaled noise."""
-    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    noise_model = noise_model_of(noise_model)
-    sigmas = noise_model.log_snr_start(sigmas)
-    denoised_1, denoised_2, h_1, h_2 = None, None, None, None
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma * s_in, **extra_args)
-        report(callback, i, x, sigma, sigma, denoised)
-        if sigma_next == 0:
-            x = denoised
-            continue
-        x, h, h_eta, alpha_next = _sde_step(x, denoised, sigma, sigma_next, eta, noise_model)
-        phi_2 = -alpha_next * h_phi(2, -h_eta)  # h_eta phi_2(-h_eta), the weight of the first derivative
-        if h_2 is not None:
-            r0, r1 = h_1 / h, h_2 / h
-            d1_0 = (denoised - denoised_1) / r0
-            d1_1 = (denoised_1 - denoised_2) / r1
-            d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)  # first derivative, second-order accurate
-            # h^2 D''/2 (not h^2 D''), weighted by -phi_3 as in k-diffusion and the DPM-Solver reference
-            # code: ComfyUI's results, but it leaves an O(h^3) local error, so the method is second
-            # order as h -> 0 (steeper, problem-dependent, at practical step counts; see test_samplers_order.py).
-            d2 = (d1_0 - d1_1) / (r0 + r1)
-            phi_3 = alpha_next * h_phi(3, -h_eta)  # -h_eta phi_3(-h_eta)
-            x = x + phi_2 * d1 - phi_3 * d2
-        elif h_1 is not None:
-            x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
-        if eta > 0 and s_noise > 0:
-            x = x + _sde_noise(noise_sampler, sigma, sigma_next, h, eta, s_noise)
-        denoised_1, denoised_2, h_1, h_2 = denoised, denoised_1, h, h_1
-    return x
+    return _multistep_sde(_3m_correction, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler,
+                          noise_model)
 
 
 SPECS = {

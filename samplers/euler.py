@@ -41,52 +41,9 @@ def heun_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
     return x + h * (d_cur + d_prime) / 2
 
 
-@torch.no_grad()
-def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
-          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
-    """Karras et al. 2022, Algorithm 2 with first-order (Euler) steps."""
-    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    noise_model = noise_model_of(noise_model)
-    steps = len(sigmas) - 1
-    for i in range(steps):
-        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, noise_model)
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        d_cur = to_d(x, sigma_hat, denoised)
-        report(callback, i, x, sigmas[i], sigma_hat, denoised)
-        x = x + (sigmas[i + 1] - sigma_hat) * d_cur
-    return x
-
-
-@torch.no_grad()
-def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
-         s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
-    """Karras et al. 2022, Algorithm 2 (Heun's second-order steps; Euler for the last step to sigma = 0)."""
-    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    noise_model = noise_model_of(noise_model)
-    steps = len(sigmas) - 1
-    for i in range(steps):
-        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, noise_model)
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        d_cur = to_d(x, sigma_hat, denoised)
-        report(callback, i, x, sigmas[i], sigma_hat, denoised)
-        x = heun_step(model, x, sigma_hat, sigmas[i + 1], d_cur, s_in, extra_args)
-    return x
-
-
-@torch.no_grad()
-def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
-          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
-    """Karras et al. 2022, Algorithm 2 with a DPM-Solver-2 step: the slope at the log-sigma midpoint drives the whole step."""
-    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    noise_model = noise_model_of(noise_model)
-    steps = len(sigmas) - 1
-    for i in range(steps):
-        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, noise_model)
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        d_cur = to_d(x, sigma_hat, denoised)
-        report(callback, i, x, sigmas[i], sigma_hat, denoised)
-        x = _midpoint_step(model, x, sigma_hat, sigmas[i + 1], d_cur, s_in, extra_args)
-    return x
+def euler_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
+    """Algorithm 1, line 5: Euler's step from sigma to sigma_next given d_cur = dx/dsigma at (x, sigma)."""
+    return x + (sigma_next - sigma) * d_cur
 
 
 def _midpoint_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
@@ -99,10 +56,51 @@ def _midpoint_step(model, x, sigma, sigma_next, d_cur, s_in, extra_args):
     return x + (sigma_next - sigma) * d_mid
 
 
+def _churned_loop(step, model, x, sigmas, extra_args, callback, s_churn, s_tmin, s_tmax, s_noise, noise_sampler,
+                  noise_model):
+    """Karras et al. 2022, Algorithm 2: churn, one model call, then step(model, x, sigma_hat, sigma_next, d_cur, s_in,
+    extra_args) on to sigma_next."""
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        x, sigma_hat = churn(x, sigmas[i], steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, noise_model)
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        d_cur = to_d(x, sigma_hat, denoised)
+        report(callback, i, x, sigmas[i], sigma_hat, denoised)
+        x = step(model, x, sigma_hat, sigmas[i + 1], d_cur, s_in, extra_args)
+    return x
+
+
 @torch.no_grad()
-def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                    noise_sampler=None, noise_model="ve"):
-    """Ancestral sampling (Song et al. 2021) with Euler steps down to sigma_down, then fresh noise sigma_up."""
+def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
+          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
+    """Karras et al. 2022, Algorithm 2 with first-order (Euler) steps."""
+    return _churned_loop(euler_step, model, x, sigmas, extra_args, callback, s_churn, s_tmin, s_tmax, s_noise,
+                         noise_sampler, noise_model)
+
+
+@torch.no_grad()
+def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
+         s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
+    """Karras et al. 2022, Algorithm 2 (Heun's second-order steps; Euler for the last step to sigma = 0)."""
+    return _churned_loop(heun_step, model, x, sigmas, extra_args, callback, s_churn, s_tmin, s_tmax, s_noise,
+                         noise_sampler, noise_model)
+
+
+@torch.no_grad()
+def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
+          s_tmax=float("inf"), s_noise=1.0, noise_sampler=None, noise_model="ve"):
+    """Karras et al. 2022, Algorithm 2 with a DPM-Solver-2 step: the slope at the log-sigma midpoint drives the whole step."""
+    return _churned_loop(_midpoint_step, model, x, sigmas, extra_args, callback, s_churn, s_tmin, s_tmax, s_noise,
+                         noise_sampler, noise_model)
+
+
+def ancestral_loop(step, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, noise_model,
+                   renoise_whenever_noisy=False):
+    """Ancestral sampling (Song et al. 2021): one model call, step(model, x, sigma, sigma_down, denoised, s_in,
+    extra_args) down to sigma_down, then fresh noise sigma_up (drawn while sigma_up > 0; with renoise_whenever_noisy,
+    while sigma_next > 0, as ComfyUI's dpmpp_2s_ancestral draws)."""
     extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
     noise_model = noise_model_of(noise_model)
     for i in range(len(sigmas) - 1):
@@ -110,30 +108,36 @@ def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
         denoised = model(x, sigma * s_in, **extra_args)
         sigma_down, sigma_up, scale = noise_model.ancestral_step(sigma, sigma_next, eta)
         report(callback, i, x, sigma, sigma, denoised)
-        if sigma_down == 0:
-            x = denoised  # an Euler step to sigma = 0 lands on the denoised estimate
-        else:
-            x = x + (sigma_down - sigma) * to_d(x, sigma, denoised)
-        if sigma_up > 0:
+        x = step(model, x, sigma, sigma_down, denoised, s_in, extra_args)
+        if sigma_up > 0 or (renoise_whenever_noisy and sigma_next > 0):
             x = scale * x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
     return x
+
+
+def _euler_down(model, x, sigma, sigma_down, denoised, s_in, extra_args):
+    """An Euler step to sigma_down; to sigma = 0 it lands on the denoised estimate."""
+    return denoised if sigma_down == 0 else x + (sigma_down - sigma) * to_d(x, sigma, denoised)
+
+
+def _midpoint_down(model, x, sigma, sigma_down, denoised, s_in, extra_args):
+    """A DPM-Solver-2 midpoint step to sigma_down."""
+    return _midpoint_step(model, x, sigma, sigma_down, to_d(x, sigma, denoised), s_in, extra_args)
+
+
+@torch.no_grad()
+def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                    noise_sampler=None, noise_model="ve"):
+    """Ancestral sampling (Song et al. 2021) with Euler steps down to sigma_down, then fresh noise sigma_up."""
+    return ancestral_loop(_euler_down, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler,
+                          noise_model)
 
 
 @torch.no_grad()
 def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                     noise_sampler=None, noise_model="ve"):
     """Ancestral sampling (Song et al. 2021) with DPM-Solver-2 midpoint steps down to sigma_down, then noise sigma_up."""
-    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    noise_model = noise_model_of(noise_model)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma * s_in, **extra_args)
-        sigma_down, sigma_up, scale = noise_model.ancestral_step(sigma, sigma_next, eta)
-        report(callback, i, x, sigma, sigma, denoised)
-        x = _midpoint_step(model, x, sigma, sigma_down, to_d(x, sigma, denoised), s_in, extra_args)
-        if sigma_up > 0:
-            x = scale * x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
-    return x
+    return ancestral_loop(_midpoint_down, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler,
+                          noise_model)
 
 
 @torch.no_grad()
