@@ -53,81 +53,83 @@ def _node(sigmas, i, h, c, noise_model):
     return sigmas.new_tensor(noise_model.sigma_of(noise_model.lambda_of(float(sigmas[i])) + c * h))
 
 
+class _Stages:
+    """One SEEDS step from sigmas[i] to sigmas[i + 1]: the exact SDE step to lambda_s + c h with D linear in lambda,
+    its noise from the step's one Brownian path, and the model's call there."""
+
+    def __init__(self, model, x, sigmas, i, s_in, extra_args, eta, s_noise, noise_sampler, noise_model):
+        self.model, self.x, self.s_in, self.extra_args = model, x, s_in, extra_args
+        self.eta, self.s_noise, self.noise_model = eta, s_noise, noise_model
+        self.sigma, self.sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        self.lam = noise_model.lambda_of(self.sigma)
+        self.h = h = noise_model.lambda_of(self.sigma_next) - self.lam
+        self.z = (1 + eta) * h
+        self.brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c, noise_model), eta * h)
+
+    def denoised_at(self, c, denoised, weight=None, difference=None):
+        """D at lambda_s + c h, from the sample there (see at)."""
+        sigma_c = self.noise_model.sigma_of(self.lam + c * self.h)
+        return self.model(self.at(c, sigma_c, denoised, weight, difference), sigma_c * self.s_in, **self.extra_args)
+
+    def at(self, c, sigma_c, denoised, weight=None, difference=None):
+        """x at lambda_s + c h (sigma_c): D held at `denoised`, plus weight * difference as D's linear part (z phi_2),
+        plus the noise."""
+        alpha_c = self.noise_model.alpha(sigma_c)
+        decay = math.exp(-self.eta * c * self.h)
+        u = (sigma_c / self.sigma) * decay * self.x - alpha_c * h_phi(1, -c * self.z) * denoised
+        if difference is not None:
+            u = u - alpha_c * weight * h_phi(2, -c * self.z) * difference
+        if self.eta > 0 and self.s_noise > 0:
+            u = u + self.brownian.advance(c) * (sigma_c * self.s_noise)
+        return u
+
+    def end(self, denoised, weight=None, difference=None):
+        """x at sigma_next (see at)."""
+        return self.at(1.0, self.sigma_next, denoised, weight, difference)
+
+
+def _seeds(step, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, noise_model):
+    """The SEEDS loop: one model call, then step(stages, denoised) on to sigma_next (to sigma = 0: the denoised)."""
+    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
+    noise_model = noise_model_of(noise_model)
+    sigmas = noise_model.log_snr_start(torch.as_tensor(sigmas))
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, i, x, sigmas[i], sigmas[i], denoised)
+        if float(sigmas[i + 1]) == 0:
+            x = denoised
+            continue
+        x = step(_Stages(model, x, sigmas, i, s_in, extra_args, eta, s_noise, noise_sampler, noise_model), denoised)
+    return x
+
+
 @torch.no_grad()
 def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
             noise_sampler=None, r=0.5, noise_model="ve"):
     """SEEDS-2: two-stage stochastic exponential Runge-Kutta, data prediction (Gonzalez et al. 2023)."""
-    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    noise_model = noise_model_of(noise_model)
-    sigmas = noise_model.log_snr_start(torch.as_tensor(sigmas))
-    stochastic = eta > 0 and s_noise > 0
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        report(callback, i, x, sigmas[i], sigmas[i], denoised)
-        if sigma_next == 0:
-            x = denoised
-            continue
-        lam = noise_model.lambda_of(sigma)
-        h = noise_model.lambda_of(sigma_next) - lam
-        z = (1 + eta) * h
-        sigma_1 = noise_model.sigma_of(lam + r * h)
-        alpha_1, alpha_next = noise_model.alpha(sigma_1), noise_model.alpha(sigma_next)
-        brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c, noise_model), eta * h)
 
-        u = (sigma_1 / sigma) * math.exp(-eta * r * h) * x - alpha_1 * h_phi(1, -r * z) * denoised
-        if stochastic:
-            u = u + brownian.advance(r) * (sigma_1 * s_noise)
-        denoised_1 = model(u, sigma_1 * s_in, **extra_args)
+    def step(stages, denoised):
+        """The stage at lambda_s + r h, then the step with D and D_1 combined to second order."""
+        denoised_1 = stages.denoised_at(r, denoised)
+        return stages.end(torch.lerp(denoised, denoised_1, 1 / (2 * r)))
 
-        denoised_bar = torch.lerp(denoised, denoised_1, 1 / (2 * r))
-        x = (sigma_next / sigma) * math.exp(-eta * h) * x - alpha_next * h_phi(1, -z) * denoised_bar
-        if stochastic:
-            x = x + brownian.advance(1.0) * (sigma_next * s_noise)
-    return x
+    return _seeds(step, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, noise_model)
 
 
 @torch.no_grad()
 def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
             noise_sampler=None, r_1=1 / 3, r_2=2 / 3, noise_model="ve"):
     """SEEDS-3: three-stage stochastic exponential Runge-Kutta, data prediction (Gonzalez et al. 2023)."""
-    extra_args, noise_sampler, s_in = prepare(x, extra_args, noise_sampler)
-    noise_model = noise_model_of(noise_model)
-    sigmas = noise_model.log_snr_start(torch.as_tensor(sigmas))
-    stochastic = eta > 0 and s_noise > 0
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        report(callback, i, x, sigmas[i], sigmas[i], denoised)
-        if sigma_next == 0:
-            x = denoised
-            continue
-        lam = noise_model.lambda_of(sigma)
-        h = noise_model.lambda_of(sigma_next) - lam
-        z = (1 + eta) * h
-        sigma_1, sigma_2 = noise_model.sigma_of(lam + r_1 * h), noise_model.sigma_of(lam + r_2 * h)
-        alpha_1, alpha_2 = noise_model.alpha(sigma_1), noise_model.alpha(sigma_2)
-        alpha_next = noise_model.alpha(sigma_next)
-        brownian = _BrownianSegments(noise_sampler, lambda c: _node(sigmas, i, h, c, noise_model), eta * h)
 
-        u_1 = (sigma_1 / sigma) * math.exp(-eta * r_1 * h) * x - alpha_1 * h_phi(1, -r_1 * z) * denoised
-        if stochastic:
-            u_1 = u_1 + brownian.advance(r_1) * (sigma_1 * s_noise)
-        denoised_1 = model(u_1, sigma_1 * s_in, **extra_args)
-
+    def step(stages, denoised):
+        """Stages at lambda_s + r_1 h and r_2 h, then the step (third order)."""
+        denoised_1 = stages.denoised_at(r_1, denoised)
         # D linear in lambda through (s, D) and (s + r_1 h, D_1)
-        u_2 = ((sigma_2 / sigma) * math.exp(-eta * r_2 * h) * x - alpha_2 * h_phi(1, -r_2 * z) * denoised
-               - alpha_2 * (r_2 / r_1) * h_phi(2, -r_2 * z) * (denoised_1 - denoised))
-        if stochastic:
-            u_2 = u_2 + brownian.advance(r_2) * (sigma_2 * s_noise)
-        denoised_2 = model(u_2, sigma_2 * s_in, **extra_args)
-
+        denoised_2 = stages.denoised_at(r_2, denoised, r_2 / r_1, denoised_1 - denoised)
         # D linear in lambda through (s, D) and (s + r_2 h, D_2)
-        x = ((sigma_next / sigma) * math.exp(-eta * h) * x - alpha_next * h_phi(1, -z) * denoised
-             - alpha_next * (1 / r_2) * h_phi(2, -z) * (denoised_2 - denoised))
-        if stochastic:
-            x = x + brownian.advance(1.0) * (sigma_next * s_noise)
-    return x
+        return stages.end(denoised, 1 / r_2, denoised_2 - denoised)
+
+    return _seeds(step, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, noise_model)
 
 
 SPECS = {
