@@ -11,7 +11,19 @@ ZERO_SNR_ALPHA_CUMPROD = 2.0**-24
 FLOW_TABLE_SIZE = 1000  # entries in a flow model's noise table, one per training timestep
 
 
-class ModelSchedule:
+class _NoiseTable:
+    """A model's noise levels as an ascending table self.sigmas; its ends are the model's sigma range."""
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+
+class ModelSchedule(_NoiseTable):
     """A discrete VP model (DDPM, SD): sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), t = 0..T-1 (Karras 2022)."""
 
     def __init__(self, sigmas: torch.Tensor):
@@ -36,14 +48,6 @@ class ModelSchedule:
             alphas_cumprod[-1] = ZERO_SNR_ALPHA_CUMPROD
         return cls(((1 - alphas_cumprod) / alphas_cumprod).sqrt())
 
-    @property
-    def sigma_min(self) -> float:
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.sigmas[-1])
-
     def sigma(self, timestep: float | torch.Tensor) -> float | torch.Tensor:
         """Noise level at a (fractional) timestep: linear interpolation of log sigma, t clamped to [0, T-1]."""
         t, like = _as_float64(timestep)
@@ -59,7 +63,7 @@ class ModelSchedule:
         return _like(table_timestep(self.log_sigmas, s), like)
 
 
-class FlowSchedule:
+class FlowSchedule(_NoiseTable):
     """A rectified-flow model (SD3, Flux; Esser et al. 2024): x_sigma = (1 - sigma) x0 + sigma noise, sigma in (0, 1].
 
     sigma(t) = shift u / (1 + (shift - 1) u) with u = t / multiplier: the resolution-dependent timestep shift.
@@ -72,14 +76,6 @@ class FlowSchedule:
         self.multiplier = check_positive(multiplier, "multiplier")
         times = torch.arange(1, FLOW_TABLE_SIZE + 1, dtype=torch.float64) / FLOW_TABLE_SIZE * self.multiplier
         self.sigmas = self.sigma(times).float()
-
-    @property
-    def sigma_min(self) -> float:
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.sigmas[-1])
 
     def sigma(self, timestep: float | torch.Tensor) -> float | torch.Tensor:
         """Shifted noise level at training time t (u = t / multiplier clamped to [0, 1])."""

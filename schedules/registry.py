@@ -24,6 +24,18 @@ class ScheduleSpec:
     bounds: tuple = ()  # which of sigma_min / sigma_max it reads (from the model unless given)
 
 
+def _align_your_steps(model_type, family):
+    """Align Your Steps' fixed schedule for one model family (Sabour et al. 2024)."""
+    return ScheduleSpec(partial(sampling.align_your_steps, model_type=model_type), False, {},
+                        f"Align Your Steps for {family} (Sabour et al. 2024).")
+
+
+def _diffusers_spacing(spacing, how, params=None):
+    """One of diffusers' timestep spacings over the model's table (Lin et al. 2024, tab. 2)."""
+    return ScheduleSpec(partial(sampling.diffusers_spacing, spacing=spacing), True, params or {},
+                        f"diffusers' {spacing} spacing: {how} (Lin et al. 2024, tab. 2).")
+
+
 SCHEDULES = {
     "simple": ScheduleSpec(sampling.simple, True, {}, "Every (T/steps)-th entry of the model's noise table (ComfyUI)."),
     "sgm_uniform": ScheduleSpec(
@@ -68,45 +80,15 @@ SCHEDULES = {
     "sd_turbo": ScheduleSpec(
         sampling.sd_turbo, True, {}, "Timesteps 999, 899, ... (SD-Turbo, Sauer et al. 2023); at most 10 steps."
     ),
-    "ays_sd1": ScheduleSpec(
-        partial(sampling.align_your_steps, model_type="sd1"),
-        False,
-        {},
-        "Align Your Steps for SD1.x (Sabour et al. 2024).",
-    ),
-    "ays_sdxl": ScheduleSpec(
-        partial(sampling.align_your_steps, model_type="sdxl"),
-        False,
-        {},
-        "Align Your Steps for SDXL (Sabour et al. 2024).",
-    ),
-    "ays_svd": ScheduleSpec(
-        partial(sampling.align_your_steps, model_type="svd"),
-        False,
-        {},
-        "Align Your Steps for SVD (Sabour et al. 2024).",
-    ),
+    "ays_sd1": _align_your_steps("sd1", "SD1.x"),
+    "ays_sdxl": _align_your_steps("sdxl", "SDXL"),
+    "ays_svd": _align_your_steps("svd", "SVD"),
     "gits": ScheduleSpec(
         sampling.gits, False, {"coeff": 1.2}, "Geometry-inspired time steps for SD1.5 (Chen et al. 2024)."
     ),
-    "leading": ScheduleSpec(
-        partial(sampling.diffusers_spacing, spacing="leading"),
-        True,
-        {"steps_offset": 1},
-        "diffusers' leading spacing: T//steps apart from steps_offset (Lin et al. 2024, tab. 2).",
-    ),
-    "trailing": ScheduleSpec(
-        partial(sampling.diffusers_spacing, spacing="trailing"),
-        True,
-        {},
-        "diffusers' trailing spacing: T/steps apart down from T-1 (Lin et al. 2024, tab. 2).",
-    ),
-    "linspace": ScheduleSpec(
-        partial(sampling.diffusers_spacing, spacing="linspace"),
-        True,
-        {},
-        "diffusers' linspace spacing: evenly from T-1 to 0 (Lin et al. 2024, tab. 2).",
-    ),
+    "leading": _diffusers_spacing("leading", "T//steps apart from steps_offset", {"steps_offset": 1}),
+    "trailing": _diffusers_spacing("trailing", "T/steps apart down from T-1"),
+    "linspace": _diffusers_spacing("linspace", "evenly from T-1 to 0"),
 }
 
 
