@@ -96,7 +96,7 @@ def sampling_speeds(config, size, steps, rounds):
             lora[f"{name}.lora_up.weight"] = 0.1 * torch.randn(weight.shape[0], 8)
     with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)
     unet_config = {k: v for k, v in comfy_unet_config(config).items()
-                   if k not in ("disable_unet_model_creation", "out_channels", "transformer_depth_output", "num_classes")}
+                   if k not in ("out_channels", "transformer_depth_output", "num_classes")}
     control_network = comfy.cldm.cldm.ControlNet(hint_channels=3, **unet_config)
     for p in control_network.parameters():
         p.data.normal_(0.0, 0.02)

@@ -34,14 +34,14 @@ def comfy_unet_config(config) -> dict:
     """Our UNetConfig as ComfyUI's unet_config (its LoRA key maps and patch nodes read it): ComfyUI lists the decoder
     depths deepest-last and says None where a network takes no vector condition."""
     c = config
-    return {"disable_unet_model_creation": True, "image_size": 32, "in_channels": c.in_channels,
-            "out_channels": c.out_channels, "model_channels": c.model_channels, "num_res_blocks": list(c.num_res_blocks),
+    return {"image_size": 32, "in_channels": c.in_channels, "out_channels": c.out_channels,
+            "model_channels": c.model_channels, "num_res_blocks": list(c.num_res_blocks),
             "channel_mult": list(c.channel_mult), "transformer_depth": list(c.transformer_depth),
             "transformer_depth_output": list(reversed(c.transformer_depth_output)),
             "transformer_depth_middle": c.transformer_depth_middle, "context_dim": c.context_dim,
-            "num_heads": c.num_heads, "num_head_channels": c.head_channels, "use_linear_in_transformer": c.linear_projection,
-            "use_spatial_transformer": True, "legacy": False, "adm_in_channels": c.adm_in_channels or None,
-            "num_classes": "sequential" if c.adm_in_channels else None}
+            "num_heads": c.num_heads, "num_head_channels": c.head_channels,
+            "use_linear_in_transformer": c.linear_projection, "use_spatial_transformer": True, "legacy": False,
+            "adm_in_channels": c.adm_in_channels or None, "num_classes": "sequential" if c.adm_in_channels else None}
 
 
 class ModelConfig(comfy.supported_models_base.BASE):
@@ -56,7 +56,7 @@ class NoisePredictorModel(comfy.model_base.BaseModel):
     nodes); the SDXL vector y is built by the pack's own recipe."""
 
     def __init__(self, denoiser, device=None):
-        config = ModelConfig(comfy_unet_config(denoiser.network.config))
+        config = ModelConfig({**comfy_unet_config(denoiser.network.config), "disable_unet_model_creation": True})
         config.sampling_settings = sampling_settings(denoiser.spec)
         config.latent_format = comfy_latent_format(denoiser.family)
         super().__init__(config, model_type=MODEL_TYPES[denoiser.spec.prediction], device=device)

@@ -85,11 +85,12 @@ class LoadUNet(CheckedNode):
 
 
 def unet_wire(network, speed=SPEEDS[0]):
-    """The DB_UNET wire for a network at a speed setting: a ModelPatcher around ComfyUI's model of it. A fast network shows
-    'compiling...' on the running node while it compiles, and drops its CUDA graphs and prepared weights whenever
-    ComfyUI unloads the model (they would point at memory the weights have left)."""
+    """The DB_UNET wire for a network at a speed setting: a ModelPatcher around ComfyUI's model of it. A fast network
+    shows 'compiling...' on the running node while it compiles, and drops its CUDA graphs and prepared weights
+    whenever ComfyUI unloads the model (they would point at memory the weights have left)."""
     network = with_speed(network, speed, on_compile=say_on_running_node)
-    patcher = comfy.model_patcher.ModelPatcher(NoisePredictorModel(Denoiser(network)), load_device=comfy.model_management.get_torch_device(),
+    patcher = comfy.model_patcher.ModelPatcher(NoisePredictorModel(Denoiser(network)),
+                                               load_device=comfy.model_management.get_torch_device(),
                                                offload_device=comfy.model_management.unet_offload_device())
     if isinstance(network, FastUNet):
         patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_DETACH, lambda *_: network.release())

@@ -78,8 +78,8 @@ def network_control(control) -> Control | None:
         return None
     unknown = sorted(set(control) - set(CONTROL_PLACES))
     if unknown:
-        raise ValueError(f"model: control residuals for {', '.join(map(repr, unknown))}, which the pack's U-Net does not have "
-                         f"(it takes {', '.join(CONTROL_PLACES)})")
+        raise ValueError(f"model: control residuals for {', '.join(map(repr, unknown))}, which the pack's U-Net does "
+                         f"not have (it takes {', '.join(CONTROL_PLACES)})")
     return Control(**{place: list(reversed(control.get(place) or [])) for place in CONTROL_PLACES})
 
 

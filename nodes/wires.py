@@ -2,8 +2,8 @@
 KSAMPLER, latent formats, previews.
 
 The DB_TEXT_ENCODER wire carries a LoadedTextEncoder. The DB_UNET wire carries a comfy ModelPatcher whose `.model`
-is ComfyUI's model of our network (nodes.native_model) and whose `.model.denoiser` is our Denoiser (network + prediction type + training schedule, its family telling the
-latent format and the vector-condition recipe).
+is ComfyUI's model of our network (nodes.native_model) and whose `.model.denoiser` is our Denoiser (network +
+prediction type + training schedule, its family telling the latent format and the vector-condition recipe).
 """
 from dataclasses import dataclass
 

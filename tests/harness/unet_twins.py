@@ -7,8 +7,9 @@ from diffusion_blocks.networks.unet import UNetConfig, uniform_depths
 
 ENCODER, DECODER = uniform_depths((1, 1, 1, 0))
 # SD1.x's layout (four levels, attention on the first three, a middle transformer, 1x1 projections) at width 32
-SD1_LIKE = UNetConfig(model_channels=32, channel_mult=(1, 2, 4, 4), num_res_blocks=(2, 2, 2, 2), transformer_depth=ENCODER,
-                      transformer_depth_output=DECODER, transformer_depth_middle=1, context_dim=32, num_heads=4)
+SD1_LIKE = UNetConfig(model_channels=32, channel_mult=(1, 2, 4, 4), num_res_blocks=(2, 2, 2, 2),
+                      transformer_depth=ENCODER, transformer_depth_output=DECODER, transformer_depth_middle=1,
+                      context_dim=32, num_heads=4)
 # SDXL's layout (three levels, no attention on the first, deeper transformers below, linear projections, 16-channel
 # heads, the vector condition of the pooled text and the size embeddings) at width 32
 SDXL_LIKE = UNetConfig(model_channels=32, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
@@ -30,27 +31,17 @@ def random_network(config=SD1_LIKE, seed=0):
     return network
 
 
-def model_config_class():
-    import comfy.supported_models_base
-
-    class ModelConfig(comfy.supported_models_base.BASE):
-        unet_extra_config = {}  # the heads as given
-
-    return ModelConfig
-
-
 def twins(config=SD1_LIKE, seed=0):
     """(ours, ComfyUI's): MODEL wires of the same weights, our network and ComfyUI's UNetModel, one model sampling."""
     import comfy.model_base
     import comfy.model_patcher
 
-    from diffusion_blocks.nodes.native_model import comfy_unet_config
+    from diffusion_blocks.nodes.native_model import ModelConfig, comfy_unet_config
     from diffusion_blocks.nodes.unet_nodes import unet_wire
 
     network = random_network(config, seed)
     ours = unet_wire(network).clone()
-    unet_config = {k: v for k, v in comfy_unet_config(config).items() if k != "disable_unet_model_creation"}
-    model_config = model_config_class()(unet_config)
+    model_config = ModelConfig(comfy_unet_config(config))
     model_config.latent_format = ours.model.latent_format
     reference = comfy.model_base.BaseModel(model_config, device=torch.device("cpu"))
     reference.diffusion_model.load_state_dict(network.state_dict())

@@ -353,7 +353,7 @@ def small_controlnet(config=SD1_LIKE):
     from diffusion_blocks.nodes.native_model import comfy_unet_config
 
     unet_config = {k: v for k, v in comfy_unet_config(config).items()
-                   if k not in ("disable_unet_model_creation", "out_channels", "transformer_depth_output")}
+                   if k not in ("out_channels", "transformer_depth_output")}
     network = randomised(comfy.cldm.cldm.ControlNet(hint_channels=3, **unet_config), seed=5)
     return comfy.controlnet.ControlNet(network, load_device=torch.device("cpu"))
 
