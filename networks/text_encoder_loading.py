@@ -187,6 +187,20 @@ def convert_tower(state_dict, prefix, naming):
     return tower
 
 
+def hf_source(key, width):
+    """Where a tensor of a Hugging Face CLIP text model (`text_model.*`, `text_projection.weight`) lives in this pack's
+    tower: (name, rows), rows the (start, length) of q, k or v in the fused projection (None: the whole tensor); None
+    for a key that is no part of the tower."""
+    if key == "text_projection.weight":
+        return "projection.weight", None
+    inner = key[len("text_model."):] if key.startswith("text_model.") else None
+    renamed = next((re.sub(p, r, inner) for p, r in HF_NAMES if inner is not None and re.search(p, inner)), None)
+    part = re.fullmatch(r"blocks\.(\d+)\.attn\.([qkv])\.(weight|bias)", renamed or "")
+    if part:
+        return f"blocks.{part[1]}.attn.qkv.{part[3]}", ("qkv".index(part[2]) * width, width)
+    return (renamed, None) if renamed is not None else None
+
+
 def tower_config(tower, architecture, where):
     """The tower's ClipTextConfig read from its shapes; activation and head count from its architecture."""
     try:

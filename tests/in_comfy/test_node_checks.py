@@ -21,6 +21,19 @@ PLAIN_VALUES = ("foo", {"samples": "foo"}, 3.0)
 ACCEPTS_OTHER_WIRE = {("MODEL", "DB_UNET")}  # the U-Net wire is a ModelPatcher, which is what MODEL is
 
 
+@pytest.fixture(scope="module", autouse=True)
+def a_lora(comfy, tmp_path_factory):
+    """One file in ComfyUI's loras folder, so that a LoRA choice has a valid value (removed after)."""
+    import folder_paths
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("loras")
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(1, 1)}, folder / "any.safetensors")
+    folder_paths.add_model_folder_path("loras", str(folder))
+    yield
+    folder_paths.folder_names_and_paths["loras"][0].remove(str(folder))
+
+
 @pytest.fixture(scope="module")
 def wires(comfy):
     """One valid value of every wire type the pack's nodes take."""
