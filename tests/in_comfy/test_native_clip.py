@@ -1,9 +1,9 @@
 """Text Encoder as CLIP and Load LoRA (pack) against ComfyUI's own CLIP and LoraLoader from the same files.
 
 The reference is ComfyUI's CLIPLoader machinery (comfy.sd.load_clip, sized for the small random towers by its
-model_config option, which it gives every tower: so both SDXL towers are 128 wide here) and ComfyUI's nodes:
-CLIPTextEncode, CLIPTextEncodeSDXL, CLIPSetLastLayer, LoraLoader. Every comparison also checks that the feature
-changes the result, so a dropped weight, clip skip or LoRA fails.
+model_config option, which it gives every tower as clip_l's or clip_g's: so both SDXL towers are 128 wide here;
+clip_h's own option for SD2) and ComfyUI's nodes: CLIPTextEncode, CLIPTextEncodeSDXL, CLIPSetLastLayer, LoraLoader.
+Every comparison also checks that the feature changes the result, so a dropped weight, clip skip or LoRA fails.
 """
 import pytest
 import torch
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("comfy")
 PROMPT = "a (red fox:1.2) in the ((snow)), [winter] \\(photo\\), (blurry:0.8)"
 PLAIN = "a red fox in the snow, winter photo, blurry"
 WIDTH = 128
-FILES = {"sd1": ["clip_l"], "sdxl": ["clip_l", "clip_g"]}
+FILES = {"sd1": ["clip_l"], "sd2": ["clip_h"], "sdxl": ["clip_l", "clip_g"], "sdxl_refiner": ["clip_g"]}
 
 
 def reduced(width):
@@ -45,7 +45,7 @@ def folders(tmp_path_factory):
     for folder in ("text_encoders", "loras"):
         (base / folder).mkdir()
         folder_paths.add_model_folder_path(folder, str(base / folder))
-    for seed, tower in enumerate("lg"):
+    for seed, tower in enumerate("lgh"):
         model = random_hf_tower(f"clip_{tower}", seed=50 + seed, width=WIDTH, projection=WIDTH)
         save_file(hf_state_dict(model), base / "text_encoders" / f"clip_{tower}.safetensors")
     save_file(hf_state_dict(random_hf_tower("clip_l", seed=53, width=WIDTH, projection=96)),
@@ -55,14 +55,14 @@ def folders(tmp_path_factory):
         folder_paths.folder_names_and_paths[folder][0].remove(str(base / folder))
 
 
-@pytest.fixture(scope="module", params=["sd1", "sdxl"])
+@pytest.fixture(scope="module", params=list(FILES))
 def family(request, folders, pack_nodes):
     """(family, ComfyUI's own CLIP from the files, the pack's DB_TEXT_ENCODER wire of the same files)."""
     import comfy.sd
     import folder_paths
 
     names = FILES[request.param]
-    options = {"model_config": reduced(WIDTH), "dtype": torch.float32}
+    options = {"model_config": reduced(WIDTH), "clip_h_model_config": reduced(WIDTH), "dtype": torch.float32}
     theirs = comfy.sd.load_clip([str(folders / "text_encoders" / f"{n}.safetensors") for n in names],
                                 embedding_directory=folder_paths.get_folder_paths("embeddings"), model_options=options)
     second = f"text_encoders/{names[1]}.safetensors" if len(names) > 1 else "none"
@@ -92,15 +92,19 @@ def test_schemas_follow_the_house_style(pack_nodes):
 
 def test_clip_text_encode_equals_comfyuis_clip(pack_nodes, family):
     """Tokens, (weights:1.2) syntax, windows and pooled output are ComfyUI's; the pack's own Encode Text agrees."""
-    _, theirs, ours = family
+    from diffusion_blocks.nodes.native_clip import COMFY_CLIPS
+
+    name, theirs, ours = family
     clip = as_clip(pack_nodes, ours)
     expected = encode(theirs, PROMPT)
     for got in (encode(clip, PROMPT), encode(clip, PROMPT)):  # the second run on ComfyUI's loaded model
         assert_same(got[0], expected[0])
         assert_same(got[1], expected[1])
     assert differs(encode(theirs, PLAIN)[0], expected[0])  # the weights matter
-    k_proj = clip.cond_stage_model.clip_l.transformer.text_model.encoder.layers[3].self_attn.k_proj.weight
-    qkv = ours.encoder.towers["l"].blocks[3].attn.qkv.weight
+    tower, comfy_tower = next(iter(COMFY_CLIPS[name][2].items()))
+    k_proj = clip.cond_stage_model.state_dict()[f"{comfy_tower}.transformer.text_model.encoder.layers.3.self_attn."
+                                                "k_proj.weight"]
+    qkv = ours.encoder.towers[tower].blocks[3].attn.qkv.weight
     assert k_proj.data_ptr() == qkv[WIDTH:].data_ptr()  # shared, not copied
     (cond, extra), = run_node(pack_nodes["DB_EncodeText"], text_encoder=ours, text=PROMPT, stop_at_clip_layer=0)[0]
     assert_same(cond, expected[0])
@@ -244,3 +248,17 @@ def test_a_tower_comfyuis_clip_cannot_hold_is_refused(pack_nodes, folders):
                        second_file="none", family="sd1", dtype="float32")
     with pytest.raises(ValueError, match=r"^text_encoder: its l tower .* cannot be held by ComfyUI's CLIP"):
         as_clip(pack_nodes, loaded)
+
+
+@pytest.mark.parametrize("family", ["sd1"], indirect=True)
+def test_a_weight_patch_without_a_comfyui_name_is_refused(pack_nodes, family):
+    """A patch on the whole fused q, k, v (ComfyUI's CLIP has three tensors there) is not dropped silently."""
+    from diffusion_blocks.nodes.wires import LoadedTextEncoder
+
+    _, _, ours = family
+    tower = next(iter(ours.encoder.towers))
+    key = f"towers.{tower}.blocks.0.attn.qkv.weight"
+    patcher = ours.patcher.clone()
+    patcher.add_patches({key: ("diff", (torch.ones(3 * WIDTH, WIDTH),))}, 0.1)
+    with pytest.raises(ValueError, match=rf"^text_encoder: carries a weight patch on {key} that ComfyUI's CLIP has no"):
+        as_clip(pack_nodes, LoadedTextEncoder(ours.encoder, patcher, ours.name))
