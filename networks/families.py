@@ -222,17 +222,18 @@ def family_for(config, spec=None):
 
     A published family's structure gives its record (itself when spec and channels agree with it; else the record
     with this spec as its training and the latents of this network's channels and spec's scale). Any other
-    config gives a "custom" family: latents of in_channels channels at spec.latent_scale, no text record, and
+    config gives a "custom" family: latents of its latent_channels at spec.latent_scale, no text record, and
     the vector recipe of its adm_in_channels width if one makes it (else one that raises naming the width).
     """
     family = published_family(config)
     if family is None:
         spec = spec or TrainingSpec()
-        return ModelFamily("custom", "custom", None, spec, None, latent_format(config.in_channels, spec.latent_scale),
+        return ModelFamily("custom", "custom", None, spec, None,
+                           latent_format(config.latent_channels, spec.latent_scale),
                            recipe_for_width(config.adm_in_channels))
     spec = spec or family.training
-    latent = (family.latent if (config.in_channels, spec.latent_scale) == (family.latent.channels, family.latent.scale)
-              else latent_format(config.in_channels, spec.latent_scale))
+    own = (config.latent_channels, spec.latent_scale) == (family.latent.channels, family.latent.scale)
+    latent = family.latent if own else latent_format(config.latent_channels, spec.latent_scale)
     if spec == family.training and latent == family.latent:
         return family
     return dataclasses.replace(family, training=spec, latent=latent)

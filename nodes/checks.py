@@ -100,8 +100,14 @@ def input_problem(spec, value) -> str | None:
     kind = str(spec.get_io_type())
     if value is None:
         return None if spec.optional else f"nothing connected; expected {_expected(kind)}"
-    check = WIDGETS.get(kind) or WIRES.get(kind)
-    return check(spec, value) if check else None
+    kinds = kind.split(",")  # a socket that takes several types (io.MultiType)
+    problems = [check(spec, value) for check in (WIDGETS.get(k) or WIRES.get(k) for k in kinds) if check]
+    if not problems or None in problems:
+        return None
+    if len(problems) == 1:
+        return problems[0]
+    wanted = " or ".join(p.split(", got ")[0].removeprefix("expected ") for p in problems)
+    return f"expected {wanted}, got {_describe(value)}"
 
 
 def _number(spec, value, whole):

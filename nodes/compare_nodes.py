@@ -82,7 +82,7 @@ class CompareAtEqualCost(CheckedNode):
             denoiser, chosen, columns, calls, start, seed, cond=text_condition(positive, denoiser, size),
             uncond=text_condition(negative, denoiser, size, negative=True), cfg=cfg, device=device,
             callback=lambda done, total: progress.update_absolute(done, total))
-        picture, to_network = latent_picture_for(denoiser, vae), denoiser.family.latent.to_network
+        picture, to_network = latent_picture_for(unet.model.latent_format, vae), denoiser.family.latent.to_network
         grid = image_grid([picture(to_network(samples)) for _, samples in results], [cell.caption for cell, _ in results],
                           columns=len(columns), cell_size=cell_size)
         return io.NodeOutput(to_image_tensor(grid))

@@ -20,7 +20,7 @@ def empty_latent_shape(denoiser, width: int, height: int, batch_size: int) -> tu
         if size % step:
             raise ValueError(f"{name}: {size} is not a multiple of {step}: one latent pixel of this U-Net stands "
                              f"for {step}x{step} image pixels")
-    return (batch_size, denoiser.network.config.in_channels, height // step, width // step)
+    return (batch_size, denoiser.network.config.latent_channels, height // step, width // step)
 
 
 class EmptyLatent(CheckedNode):

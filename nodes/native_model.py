@@ -10,12 +10,15 @@ import comfy.model_patcher
 import comfy.supported_models_base
 from comfy_api.latest import io
 
+from ..pipeline import condition
+from ..pipeline.conditioning import SIZE_HINTS
 from .checks import CheckedNode
 from .compat import schema
 from .unet_protocol import ComfyProtocolUNet
-from .wires import UNET, comfy_latent_format, model_sampling_for, text_condition
+from .wires import UNET, comfy_latent_format, model_sampling_for
 
 CATEGORY = "diffusion_blocks/unet"
+INPAINT_CHANNELS = 5  # what an SD inpainting U-Net reads besides the latent: the mask (1) and the masked image (4)
 MODEL_TYPES = {"eps": comfy.model_base.ModelType.EPS, "v": comfy.model_base.ModelType.V_PREDICTION,
                "x0": comfy.model_base.ModelType.EPS}  # ComfyUI has no discrete-x0 type; the sampling object decides
 # Our beta schedule names -> ComfyUI's (its "linear" is linear in sqrt(beta)); the table is set exactly anyway.
@@ -56,6 +59,11 @@ class NoisePredictorModel(comfy.model_base.BaseModel):
     nodes); the SDXL vector y is built by the pack's own recipe."""
 
     def __init__(self, denoiser, device=None):
+        c = denoiser.network.config
+        if c.concat_channels not in (0, INPAINT_CHANNELS):
+            raise ValueError(f"unet: {c.in_channels} input channels for {c.latent_channels}-channel latents: of the "
+                             f"U-Nets that read more than the latent, only SD inpainting ones ({INPAINT_CHANNELS} more: "
+                             f"mask and masked image) are supported")
         config = ModelConfig({**comfy_unet_config(denoiser.network.config), "disable_unet_model_creation": True})
         config.sampling_settings = sampling_settings(denoiser.spec)
         config.latent_format = comfy_latent_format(denoiser.family)
@@ -64,13 +72,16 @@ class NoisePredictorModel(comfy.model_base.BaseModel):
         self.diffusion_model = ComfyProtocolUNet(denoiser.network)
         object.__setattr__(self, "denoiser", denoiser)  # not a submodule: its weights are diffusion_model's
         self.adm_channels = denoiser.network.config.adm_in_channels
+        if denoiser.network.config.concat_channels == INPAINT_CHANNELS:
+            self.set_inpaint()  # ComfyUI concatenates the mask and the masked image to the latent
 
     def encode_adm(self, **kwargs):
         if not self.adm_channels:
             return None
         size = (kwargs["height"], kwargs["width"])  # ComfyUI fills in the image size (8 pixels per latent pixel)
-        negative = kwargs.get("prompt_type") == "negative"
-        return text_condition([[None, kwargs]], self.denoiser, size, negative=negative).y
+        hints = {name: kwargs[name] for name in SIZE_HINTS if name in kwargs}
+        return condition(self.denoiser.family, None, kwargs.get("pooled_output"), pixel_size=size, hints=hints,
+                         negative=kwargs.get("prompt_type") == "negative").y
 
 
 def as_native_model(unet) -> comfy.model_patcher.ModelPatcher:

@@ -1,19 +1,24 @@
 """Sampling with the pack's U-Net, and watching it: Sample, Denoising Trajectory, Add Noise.
 
 Each node adapts ComfyUI's wires (nodes/wires.py) and calls the one pipeline (pipeline/)."""
+import functools
+
 import comfy.model_management
 from comfy_api.latest import io
 
 from ..pipeline import evenly_spaced, generate, noisy_start, start_noise
 from ..pipeline.budget import check_sampling_size
+from ..pipeline.finite import explain_non_finite
 from ..views.grid import check_grid_size, image_grid
 from ..views.latents import latent_picture, noisy_picture
 from ..views.pixels import image_to_pixels
 from .checks import CheckedNode
 from .compat import schema
 from .images import to_image_tensor
-from .wires import (UNET, as_k_model, checked_latent, checked_sampler, denoiser_of, latent_picture_for, part_way,
-                    pixel_size, progress_with_previews, ready, text_condition, to_latent, vae_decoder)
+from .host_sampling import sample_on_host
+from .wires import (UNET, as_k_model, checked_latent, checked_sampler, denoiser_of, latent_picture_for, model_input,
+                    native_conditioning, needs_host, pack_denoiser, part_way, pixel_size, progress_with_previews, ready,
+                    text_condition, to_latent, vae_decoder)
 
 CATEGORY = "diffusion_blocks/sampling"
 NOISY_VIEWS = ("x0 + sigma * noise", "x / sqrt(1 + sigma^2)")
@@ -27,7 +32,7 @@ PICTURE_TOOLTIP = ("Optional native VAE to turn latents into pictures. Without i
 def _sampling_inputs():
     """The inputs Sample and Denoising Trajectory share."""
     return [
-        UNET.Input("unet", tooltip="The noise predictor (from Load U-Net)."),
+        model_input(),
         io.Sampler.Input("sampler", tooltip="How to step: one of the pack's sampler nodes or ComfyUI's KSamplerSelect "
                                             "(any k-diffusion sampler)."),
         io.Sigmas.Input("sigmas", tooltip="The noise levels to step through, highest first (a schedule node). The "
@@ -55,21 +60,37 @@ def _sampling_inputs():
 
 
 def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negative=None, record=False) -> tuple:
-    """Sample with the DB_UNET wire: (Sampled in latent units, denoiser)."""
+    """Sample with a DB_UNET or MODEL wire: (Sampled in latent units, the model's latent format). The pack's own
+    guidance runs what it honours (its fast path); anything more goes through ComfyUI's guider (needs_host)."""
     if sigmas is None or sigmas.numel() == 0:
         raise ValueError("sigmas: empty; connect a schedule")
     fn, options = checked_sampler(sampler)
-    samples = checked_latent(latent, denoiser_of(unet))
-    check_memory(unet, samples, cfg, recorded_steps=sigmas.numel() - 1 if record else 0)
+    denoiser, steps = pack_denoiser(unet), sigmas.numel() - 1
+    if denoiser is not None:
+        check_memory(unet, checked_latent(latent, denoiser, masked=True), cfg, recorded_steps=steps if record else 0)
+    latent_format = unet.get_model_object("latent_format")
+    report = progress_with_previews(latent_format, unet.load_device, steps)
+    if needs_host(unet, latent, positive, negative) is None:
+        sampled = run_on_pack(unet, fn, options, sigmas, latent, seed, cfg, positive, negative, report, record)
+        return sampled, latent_format
+    explain = functools.partial(explain_non_finite, denoiser, sigmas=sigmas, latent=latent["samples"], cfg=cfg)
+    sampled = sample_on_host(unet, fn, options, sigmas, latent, seed, cfg,
+                             native_conditioning(positive, unet, "positive"),
+                             native_conditioning(negative, unet, "negative"), callback=report, record=record,
+                             resume=part_way(latent, sigmas), explain=explain)
+    return sampled, latent_format
+
+
+def run_on_pack(unet, fn, options, sigmas, latent, seed, cfg, positive, negative, report, record):
+    """Sampled with the pack's own guidance (pipeline.generate: its fast path on a FastUNet)."""
     denoiser, device = ready(unet)
+    samples = latent["samples"]
     size = pixel_size(denoiser, samples)
     cond = text_condition(positive, denoiser, size)
     uncond = text_condition(negative, denoiser, size, negative=True)
-    report = progress_with_previews(denoiser, device, sigmas.numel() - 1)
-    sampled = generate(denoiser, fn, sigmas, samples, seed, cond=cond, uncond=uncond, cfg=cfg, device=device,
-                       options=options, callback=report, record=record, wrap=as_k_model(denoiser),
-                       resume=part_way(latent, sigmas))
-    return sampled, denoiser
+    return generate(denoiser, fn, sigmas, samples, seed, cond=cond, uncond=uncond, cfg=cfg, device=device,
+                    options=options, callback=report, record=record, wrap=as_k_model(denoiser),
+                    resume=part_way(latent, sigmas))
 
 
 def check_memory(unet, samples, cfg, recorded_steps=0) -> None:
@@ -128,8 +149,9 @@ class DenoisingTrajectory(CheckedNode):
         if cell_size and sigmas is not None:  # refuse an oversized grid before sampling (two pictures per step)
             check_grid_size(len(evenly_spaced(sigmas.numel() - 1, steps_shown)), cell_size,
                             layout=lambda n: (2 * n, n), shown_input="steps_shown")
-        sampled, denoiser = run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive, negative, record=True)
-        picture = latent_picture_for(denoiser, vae)
+        sampled, latent_format = run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive, negative,
+                                              record=True)
+        picture = latent_picture_for(latent_format, vae)
         steps = sampled.trajectory.steps
         shown = [steps[k] for k in evenly_spaced(len(steps), steps_shown)]
         noisy = noisy_picture(picture, unit_variance=noisy_view == NOISY_VIEWS[1])
@@ -178,7 +200,7 @@ class AddNoise(CheckedNode):
             denoiser = denoiser_of(unet) if unet is not None else None
             x0 = latent["samples"][:1].float()
             if denoiser is not None:
-                x0, picture = denoiser.family.latent.to_network(x0), latent_picture_for(denoiser, vae)
+                x0, picture = denoiser.family.latent.to_network(x0), latent_picture_for(unet.model.latent_format, vae)
             else:
                 picture = latent_picture(vae_decoder(vae))
         else:

@@ -4,6 +4,7 @@ The UNET wire carries a comfy ModelPatcher of ComfyUI's model of our network (no
 is the network with its prediction type and training schedule; `ready(unet)` loads it onto the compute device and
 returns (denoiser, device).
 """
+import functools
 import sys
 
 import comfy.model_management
@@ -17,6 +18,7 @@ from ..networks.prediction import Denoiser
 from ..networks.unet.fast import SPEEDS, FastUNet, with_speed
 from ..networks.unet_loading import load_unet
 from ..pipeline import predict_noise
+from ..pipeline.finite import explain_non_finite
 from ..views.grid import image_grid
 from ..views.latents import noise_picture
 from .checks import CheckedNode
@@ -24,7 +26,9 @@ from .compat import schema
 from .images import to_image_tensor
 from .model_files import PACK_FOLDER, model_file_options, resolve_model_file
 from .native_model import NoisePredictorModel
-from .wires import UNET, checked_latent, latent_picture_for, pixel_size, ready, text_condition
+from .host_sampling import predict_on_host
+from .wires import (UNET, checked_latent, latent_picture_for, model_input, native_conditioning, needs_host,
+                    pack_denoiser, pixel_size, ready, text_condition)
 
 CATEGORY = "diffusion_blocks/unet"
 FOLDERS = (PACK_FOLDER, "checkpoints", "diffusion_models")
@@ -116,7 +120,7 @@ class PredictNoise(CheckedNode):
                         "the network guesses that noise, and subtracting the guess gives its estimate of the clean "
                         "image. Shows clean input, noisy input, predicted noise and predicted clean side by side.",
             inputs=[
-                UNET.Input("unet", tooltip="The noise predictor (from Load U-Net)."),
+                model_input(),
                 io.Latent.Input("latent", tooltip="The clean latent to add noise to (the first of the batch is used); "
                                                   "e.g. a VAE-encoded image."),
                 io.Float.Input("sigma", default=1.0, min=0.0, max=5000.0, step=0.01, round=False,
@@ -133,16 +137,28 @@ class PredictNoise(CheckedNode):
 
     @classmethod
     def execute(cls, unet, latent, sigma, seed, positive=None, vae=None) -> io.NodeOutput:
-        denoiser, device = ready(unet)
-        clean = checked_latent({"samples": latent["samples"][:1]}, denoiser)
-        cond = text_condition(positive, denoiser, pixel_size(denoiser, clean))
-        seen = predict_noise(denoiser, clean, sigma, seed, cond, device)
-        show = latent_picture_for(denoiser, vae)
+        first = {key: value[:1] if key == "samples" else value for key, value in latent.items()}
+        seen = look_at(unet, first, sigma, seed, positive)
+        show = latent_picture_for(unet.get_model_object("latent_format"), vae)
         pictures = [show(seen.clean), show(seen.noisy / (sigma**2 + 1) ** 0.5), noise_picture(seen.noise),
                     show(seen.denoised)]
         captions = ["clean", f"noisy, sigma {sigma:g}", "predicted noise", "predicted clean"]
         grid = image_grid(pictures, captions, cell_size=max(256, max(p.shape[0] for p in pictures)))
         return io.NodeOutput(to_image_tensor(grid))
+
+
+def look_at(unet, latent: dict, sigma: float, seed: int, positive):
+    """Predict Noise's NoisePrediction: the pack's own path where it honours everything, else ComfyUI's guider."""
+    denoiser = pack_denoiser(unet)
+    if needs_host(unet, latent, positive) is None:
+        denoiser, device = ready(unet)
+        clean = checked_latent(latent, denoiser)
+        cond = text_condition(positive, denoiser, pixel_size(denoiser, clean))
+        return predict_noise(denoiser, clean, sigma, seed, cond, device)
+    if denoiser is not None:
+        checked_latent(latent, denoiser, masked=True)
+    explain = functools.partial(explain_non_finite, denoiser, latent=latent["samples"])
+    return predict_on_host(unet, latent, sigma, seed, native_conditioning(positive, unet, "positive"), explain=explain)
 
 
 UNET_NODES = [LoadUNet, PredictNoise]

@@ -18,11 +18,13 @@ from comfy_api.latest import io
 
 from ..networks.prediction import Cond
 from ..pipeline import condition, empty_condition
+from ..pipeline.conditioning import EMPTY_TEXT_TOKENS, SIZE_HINTS
 from ..pipeline.part_way import PartWay
 from ..views.latents import latent_picture
 from .k_model import KDiffusionModel
 
 UNET = io.Custom("DB_UNET")
+PACK_CONDITIONING_KEYS = {"pooled_output", "width", "height", *SIZE_HINTS}  # what pipeline.condition reads
 PART_WAY_KEY = "db_part_way"  # a LATENT entry: where a Sample that stopped above sigma 0 left its noise stream
 PREDICTION_CLASSES = {"eps": comfy.model_sampling.EPS, "v": comfy.model_sampling.V_PREDICTION,
                       "x0": comfy.model_sampling.X0}
@@ -35,6 +37,14 @@ class PixelSpace(comfy.latent_formats.LatentFormat):
     scale_factor = 1.0
     latent_rgb_factors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     latent_rgb_factors_bias = [0.0, 0.0, 0.0]
+
+
+def model_input():
+    """The noise predictor input of the sampling blocks: the pack's U-Net or any native MODEL (one socket)."""
+    return io.MultiType.Input(
+        "unet", types=[UNET, io.Model],
+        tooltip="The noise predictor: the pack's U-Net (Load U-Net) or any native MODEL (Load Checkpoint, with its "
+                "LoRAs, ControlNets and patches). Seeds, split runs and previews work the same with either.")
 
 
 def denoiser_of(unet):
@@ -58,16 +68,44 @@ class LoadedTextEncoder:
 
 def ready(unet) -> tuple:
     """Load the UNET wire's network onto ComfyUI's compute device, its weight patches (a LoRA) applied: (denoiser,
-    device). Patches that act during the network's call are refused by name: the pack's own sampling runs the
-    network directly."""
-    options = unet.model_options.get("transformer_options", {})
-    asked = sorted(name for name in ("patches", "patches_replace", "wrappers") if any(options.get(name, {}).values()))
+    device). Patches that act during the network's call are refused by name: this runs the network directly."""
+    asked, config = call_time_patches(unet), denoiser_of(unet).network.config
+    if config.concat_channels:
+        raise ValueError(f"unet: an inpainting U-Net ({config.in_channels} input channels: the latent, a mask and a "
+                         f"masked image) needs its mask and masked image, which this node does not give; Sample, "
+                         f"Denoising Trajectory and Predict Noise do (InpaintModelConditioning)")
     if asked:
         raise ValueError(f"unet: carries model patches ({', '.join(asked)}: e.g. FreeU, PAG, a ControlNet's hooks) "
-                         f"that the pack's own sampling blocks do not run; connect the MODEL to ComfyUI's KSampler or "
-                         f"SamplerCustom instead")
+                         f"that this node does not run; Sample, Denoising Trajectory and Predict Noise do (or connect "
+                         f"the MODEL to ComfyUI's KSampler)")
     comfy.model_management.load_models_gpu([unet])
     return denoiser_of(unet), unet.load_device
+
+
+def call_time_patches(model) -> list[str]:
+    """The names of what a MODEL wire changes while the network runs (patches, replaces, wrappers, CFG functions),
+    as opposed to weight patches, which loading applies."""
+    options = model.model_options
+    transformer = options.get("transformer_options", {})
+    asked = [name for name in ("patches", "patches_replace", "wrappers") if any(transformer.get(name, {}).values())]
+    return sorted(asked + [name for name, value in options.items() if name != "transformer_options" and value])
+
+
+def needs_host(model, latent: dict, *conditionings) -> str | None:
+    """Why a run goes through ComfyUI's guider (nodes.host_sampling), None when the pack's own guidance does all of
+    it: a native MODEL, patches acting during the call, an inpainting mask, conditioning beyond one entry of text."""
+    denoiser = pack_denoiser(model)
+    if denoiser is None:
+        return "a native MODEL"
+    if denoiser.network.config.concat_channels:
+        return "an inpainting U-Net"
+    patches = call_time_patches(model)
+    if patches:
+        return f"model patches ({', '.join(patches)})"
+    if "noise_mask" in latent:
+        return "an inpainting mask"
+    problems = [conditioning_problem(c) for c in conditionings if c is not None]
+    return next((f"conditioning that {p}" for p in problems if p), None)
 
 
 def comfy_latent_format(family) -> comfy.latent_formats.LatentFormat:
@@ -99,16 +137,48 @@ def model_sampling_for(denoiser) -> comfy.model_sampling.ModelSamplingDiscrete:
 
 
 def text_condition(conditioning, denoiser, pixel_size: tuple[int, int], negative: bool = False) -> Cond:
-    """Our Cond from native CONDITIONING (its first entry: text embedding, pooled_output and the sizes ComfyUI's SDXL
-    text nodes set), or the empty condition when nothing is connected."""
+    """Our Cond from native CONDITIONING of one entry (text embedding, pooled_output and the sizes ComfyUI's SDXL text
+    nodes set), or the empty condition when nothing is connected; anything more is refused by name."""
     family, config = denoiser.family, denoiser.network.config
     if conditioning is None:
         return empty_condition(family, config.context_dim, pixel_size=pixel_size)
-    if not conditioning:
-        raise ValueError("conditioning: empty; connect a text encoder's output")
+    problem = conditioning_problem(conditioning)
+    if problem:
+        raise ValueError(f"{'negative' if negative else 'positive'}: {problem}, which this node does not honour; "
+                         f"Sample, Denoising Trajectory and Predict Noise do, through ComfyUI's own guider")
     context, extras = conditioning[0][0], dict(conditioning[0][1])
     return condition(family, context, extras.pop("pooled_output", None), pixel_size=pixel_size, hints=extras,
                      negative=negative)
+
+
+def conditioning_problem(conditioning) -> str | None:
+    """What in native CONDITIONING the pack's own guidance cannot honour (None: a single entry of text, pooled text
+    and sizes): more entries (Combine), or a key such as area, mask, strength, start_percent or control."""
+    if not conditioning:
+        return "empty; connect a text encoder's output"
+    if len(conditioning) > 1:
+        return f"holds {len(conditioning)} entries (a Conditioning Combine)"
+    unknown = sorted(set(conditioning[0][1]) - PACK_CONDITIONING_KEYS)
+    return f"carries {', '.join(unknown)}" if unknown else None
+
+
+def native_conditioning(conditioning, model, name: str) -> list:
+    """CONDITIONING for ComfyUI's guider: as given, or, when nothing is connected to a DB_UNET wire's node, the pack's
+    empty condition (a zero text embedding, and zero pooled text where the family reads one)."""
+    if conditioning is not None:
+        return conditioning
+    denoiser = pack_denoiser(model)
+    if denoiser is None:
+        raise ValueError(f"{name}: nothing connected; a native MODEL needs a text encoder's CONDITIONING here (for no "
+                         f"text at all, ComfyUI's ConditioningZeroOut)")
+    family = denoiser.family
+    context = torch.zeros(1, EMPTY_TEXT_TOKENS, denoiser.network.config.context_dim or 1)
+    return [[context, {} if family.vector is None else {"pooled_output": torch.zeros(1, family.pooled_width)}]]
+
+
+def pack_denoiser(model):
+    """The Denoiser of a DB_UNET wire, None for any other MODEL (a native checkpoint's)."""
+    return getattr(model.model, "denoiser", None)
 
 
 def pixel_size(denoiser, latent: torch.Tensor) -> tuple[int, int]:
@@ -124,16 +194,17 @@ def checked_sampler(sampler) -> tuple:
     return sampler.sampler_function, dict(sampler.extra_options)
 
 
-def checked_latent(latent: dict, denoiser) -> torch.Tensor:
-    """The samples of a LATENT wire that fits the network; clear errors for any other."""
+def checked_latent(latent: dict, denoiser, masked: bool = False) -> torch.Tensor:
+    """The samples of a LATENT wire that fits the network; clear errors for any other, and for an inpainting mask
+    unless the node honours one (`masked`)."""
     samples = latent["samples"]
-    channels = denoiser.network.config.in_channels
+    channels = denoiser.network.config.latent_channels
     if samples.ndim != 4 or samples.shape[1] != channels:
-        raise ValueError(f"latent: shape {tuple(samples.shape)} does not fit a U-Net of {channels} input channels "
+        raise ValueError(f"latent: shape {tuple(samples.shape)} does not fit a U-Net of {channels}-channel latents "
                          f"(make it with Empty Latent from this U-Net, or encode an image for this model)")
-    if "noise_mask" in latent:
-        raise ValueError("latent: carries an inpainting mask (noise_mask), which Sample does not use; connect Noise "
-                         "Predictor as MODEL to ComfyUI's KSampler for inpainting")
+    if "noise_mask" in latent and not masked:
+        raise ValueError("latent: carries an inpainting mask (noise_mask), which this node does not use; Sample and "
+                         "Denoising Trajectory honour it")
     return samples
 
 
@@ -143,14 +214,14 @@ def as_k_model(denoiser):
     return lambda guided: KDiffusionModel(guided, sampling)
 
 
-def progress_with_previews(denoiser, device, steps: int):
+def progress_with_previews(latent_format, device, steps: int):
     """A sampler callback driving ComfyUI's progress bar (and so its Stop button) with previews of the denoised."""
     progress = comfy.utils.ProgressBar(steps)
-    fmt = comfy_latent_format(denoiser.family)
-    if denoiser.family.latent.pixel_space:
-        previewer = latent_preview.Latent2RGBPreviewer(fmt.latent_rgb_factors, fmt.latent_rgb_factors_bias)
+    if isinstance(latent_format, PixelSpace):
+        previewer = latent_preview.Latent2RGBPreviewer(latent_format.latent_rgb_factors,
+                                                       latent_format.latent_rgb_factors_bias)
     else:
-        previewer = latent_preview.get_previewer(device, fmt)
+        previewer = latent_preview.get_previewer(device, latent_format)
 
     def report(info):
         preview = previewer.decode_latent_to_preview_image("JPEG", info["denoised"]) if previewer else None
@@ -176,16 +247,15 @@ def part_way(latent: dict, sigmas: torch.Tensor) -> PartWay | None:
     return carried if isinstance(carried, PartWay) and carried.continues(latent["samples"], sigmas) else None
 
 
-def vae_decoder(vae, denoiser=None):
-    """Network units -> image through a native VAE (None without one)."""
+def vae_decoder(vae, latent_format=None):
+    """Latents in a model's units (ComfyUI's process_in) -> image through a native VAE (None without one)."""
     if vae is None:
         return None
-    fmt = denoiser.family.latent if denoiser is not None else None
-    return lambda t: vae.decode(fmt.from_network(t) if fmt is not None else t)
+    return lambda t: vae.decode(latent_format.process_out(t) if latent_format is not None else t)
 
 
-def latent_picture_for(denoiser, vae=None):
-    """Network-space latent -> picture: through the VAE, else the family's linear RGB preview, else its channels."""
-    fmt = comfy_latent_format(denoiser.family)
-    return latent_picture(vae_decoder(vae, denoiser), getattr(fmt, "latent_rgb_factors", None),
-                          getattr(fmt, "latent_rgb_factors_bias", None))
+def latent_picture_for(latent_format, vae=None):
+    """Latent in a model's units -> picture: through the VAE, else the format's linear RGB preview, else its
+    channels."""
+    return latent_picture(vae_decoder(vae, latent_format), getattr(latent_format, "latent_rgb_factors", None),
+                          getattr(latent_format, "latent_rgb_factors_bias", None))

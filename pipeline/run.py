@@ -61,10 +61,12 @@ def evenly_spaced(count: int, shown: int) -> list[int]:
 
 def sample(sampler: Callable, model: Callable, latent: torch.Tensor, sigmas: torch.Tensor, seed: Seed, *,
            callback: Callable | None = None, options: dict | None = None, record: bool = False,
-           resume: PartWay | None = None, wrap: Callable | None = None) -> Sampled:
+           resume: PartWay | None = None, wrap: Callable | None = None, extra_args: dict | None = None,
+           scaling: Callable = noisy_start) -> Sampled:
     """Run `sampler(model, x, sigmas, extra_args={"seed": seed}, callback, disable, **options)` from x = latent +
     sigma_0 * noise, the noise the first draw of the run's NoiseStream, whose later draws are a stochastic sampler's
-    step noise, item by item. `wrap` may dress the model for a host's samplers.
+    step noise, item by item. `wrap` may dress the model for a host's samplers; `extra_args` adds a host's arguments
+    for the model, and `scaling(latent, noise, sigma)` replaces the forward process (a flow model's, say).
 
     With `resume` (a run that stopped part-way at sigmas[0]) the seed is that run's and no noise is added. Under the
     same sampler and options, the sampler runs over that run's schedule followed by this one, its first steps answered
@@ -79,12 +81,12 @@ def sample(sampler: Callable, model: Callable, latent: torch.Tensor, sigmas: tor
     replay = resume is not None and resume.sampler == key
     if resume is None:
         noise = NoiseStream(latent.shape, seed, latent.device, latent.dtype)
-        x = noisy_start(latent, noise(), sigmas[0])
+        x = scaling(latent, noise(), sigmas[0])
     else:
         seed = list(resume.seeds)
         noise = NoiseStream.resumed(latent.shape, seed, resume.start_draws if replay else resume.draws, latent.device,
                                     latent.dtype)
-        x = resume.start.to(latent) if replay else latent
+        x = resume.start.to(latent) if replay else scaling(latent, torch.zeros_like(latent), sigmas[0])
     if replay:
         sigmas = torch.cat([torch.tensor(resume.sigmas[:-1], dtype=torch.float32), sigmas])
     start_draws = noise.draws
@@ -93,7 +95,8 @@ def sample(sampler: Callable, model: Callable, latent: torch.Tensor, sigmas: tor
     part_way = sigmas[-1] > 0
     logged = Replay(model, resume.calls if replay else ()) if part_way or replay else model
     trajectory = Trajectory(callback, keep=record)
-    samples = sampler(wrap(logged) if wrap else logged, x, sigmas.to(latent.device), extra_args={"seed": seed},
+    samples = sampler(wrap(logged) if wrap else logged, x, sigmas.to(latent.device),
+                      extra_args={**(extra_args or {}), "seed": seed},
                       callback=new_steps_only(trajectory, logged, len(resume.sigmas) - 1) if replay else trajectory,
                       disable=True, **options)
     denoised = samples if trajectory.last_denoised is None else trajectory.last_denoised
@@ -139,15 +142,25 @@ def generate(denoiser, sampler: Callable, sigmas: torch.Tensor, latent: torch.Te
         return explain_non_finite(denoiser, where, sigmas=torch.as_tensor(sigmas).reshape(-1), latent=x0, conds=conds,
                                   cfg=cfg)
 
+    out = sample(sampler, model, x0, sigmas, seed, callback=watched(callback, explain), options=options, record=record,
+                 resume=resume, wrap=wrap)
+    check_finite_end(out, explain)
+    return out._replace(samples=fmt.from_network(out.samples.float()), denoised=fmt.from_network(out.denoised.float()))
+
+
+def watched(callback: Callable | None, explain: Callable[[str], str]) -> Callable:
+    """A sampler callback that stops the run when the first step's denoised estimate is not finite (the error is
+    explain(where)), and passes every step on to `callback`."""
     def watch(info):
         if info["i"] == 0 and not is_finite(info["denoised"]):
             sigma = float(torch.as_tensor(info["sigma"]).reshape(-1)[0])
             raise ValueError(explain(f"at the first step (sigma {sigma:g})"))
         if callback is not None:
             callback(info)
+    return watch
 
-    out = sample(sampler, model, x0, sigmas, seed, callback=watch, options=options, record=record, resume=resume,
-                 wrap=wrap)
+
+def check_finite_end(out: Sampled, explain: Callable[[str], str]) -> None:
+    """A run's samples and last denoised estimate must be finite; the error is explain("at the end")."""
     if not is_finite(out.samples, out.denoised):
         raise ValueError(explain("at the end"))
-    return out._replace(samples=fmt.from_network(out.samples.float()), denoised=fmt.from_network(out.denoised.float()))

@@ -24,7 +24,7 @@ def text_to_image(unet, encoder, prompts: Sequence[str], seeds: Sequence[int], s
     cond = Cond(torch.cat([encoder.encode(p)[0] for p in prompts]))
     uncond = Cond(encoder.encode(negative)[0])
     sigmas = get_sigmas(scheduler, steps, model=denoiser.schedule)
-    latent = torch.zeros(len(prompts), unet.config.in_channels, size, size)
+    latent = torch.zeros(len(prompts), unet.config.latent_channels, size, size)
     out = generate(denoiser, SAMPLERS[sampler], sigmas, latent, list(seeds), cond=cond, uncond=uncond, cfg=cfg,
                    device=device)
     return to_uint8(out.samples.cpu())

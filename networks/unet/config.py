@@ -69,6 +69,17 @@ class UNetConfig:
         return any(self.transformer_depth) or any(self.transformer_depth_output) or self.transformer_depth_middle > 0
 
     @property
+    def latent_channels(self):
+        """The channels of the latent it denoises: its output's; more input channels are conditioning concatenated
+        to the latent (an inpainting U-Net's mask and masked image: 1 + 4)."""
+        return min(self.in_channels, self.out_channels)
+
+    @property
+    def concat_channels(self):
+        """Input channels beyond the latent's (0 for a plain U-Net, 5 for an SD inpainting one)."""
+        return self.in_channels - self.latent_channels
+
+    @property
     def time_embed_dim(self):
         return 4 * self.model_channels
 

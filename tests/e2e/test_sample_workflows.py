@@ -87,7 +87,7 @@ def test_a_latent_of_the_wrong_kind_fails_naming_the_input(comfy_server, models)
     workflow = text_to_image(models)
     workflow["11"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
     workflow["8"]["inputs"]["latent"] = ["11", 0]
-    with pytest.raises(WorkflowError, match=r"latent: shape \(1, 4, 8, 8\) does not fit a U-Net of 3 input channels"):
+    with pytest.raises(WorkflowError, match=r"latent: shape \(1, 4, 8, 8\) does not fit a U-Net of 3-channel latents"):
         comfy_server.run(workflow)
 
 

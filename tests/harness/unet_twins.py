@@ -47,6 +47,8 @@ def twins(config=SD1_LIKE, seed=0):
     reference.diffusion_model.load_state_dict(network.state_dict())
     reference.diffusion_model.requires_grad_(False)
     reference.model_sampling = ours.model.model_sampling
+    if config.concat_channels:  # an inpainting U-Net, as ComfyUI's checkpoint loader marks it
+        reference.set_inpaint()
     if config.adm_in_channels:  # the same vector condition from the same pooled text and sizes
         reference.encode_adm = ours.model.encode_adm
     cpu = torch.device("cpu")

@@ -19,6 +19,7 @@ TINY = UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult
                   head_channels=32)
 PLAIN_VALUES = ("foo", {"samples": "foo"}, 3.0)
 ACCEPTS_OTHER_WIRE = {("MODEL", "DB_UNET")}  # the U-Net wire is a ModelPatcher, which is what MODEL is
+MULTI = ","  # a socket of several types (io.MultiType) takes each of them
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,7 +75,7 @@ def valid_value(spec, wires):
             default = {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[kind(spec)]
             default = max(default, spec.min) if getattr(spec, "min", None) is not None else default
         return default
-    return wires[kind(spec)]
+    return wires[kind(spec).split(MULTI)[0]]
 
 
 def bad_values(spec, wires):
@@ -97,8 +98,9 @@ def bad_values(spec, wires):
         return [("number", 12)]
     if name == "BOOLEAN":
         return [("text", "yes")]
+    taken = name.split(MULTI)
     others = [(f"a {other} wire", value) for other, value in wires.items()
-              if other != name and (name, other) not in ACCEPTS_OTHER_WIRE]
+              if other not in taken and not any((one, other) in ACCEPTS_OTHER_WIRE for one in taken)]
     return [(f"plain {type(v).__name__}", v) for v in PLAIN_VALUES] + others
 
 
@@ -160,7 +162,10 @@ def test_every_input_of_every_node_refuses_bad_values_by_name(pack_nodes, wires)
      r"^eta: expected a finite number from 0 to 100, got nan$"),
     ("DB_SetFirstSigma", dict(sigma=math.nan), r"^sigma: expected a finite number from 0 to 20000, got nan$"),
     ("DB_PredictNoise", dict(sigma=math.inf), r"^sigma: expected a finite number from 0 to 5000, got inf$"),
-    ("DB_Sample", dict(unet="foo"), r"^unet: expected the pack's U-Net wire \(DB_UNET, from Load U-Net\), got 'foo'$"),
+    ("DB_Sample", dict(unet="foo"), r"^unet: expected the pack's U-Net wire \(DB_UNET, from Load U-Net\) or a MODEL "
+                                    r"\(a ComfyUI model, e.g. from Load Checkpoint\), got 'foo'$"),
+    ("DB_CompareAtEqualCost", dict(unet="foo"),
+     r"^unet: expected the pack's U-Net wire \(DB_UNET, from Load U-Net\), got 'foo'$"),
     ("DB_Sample", dict(latent={"a": 1}), r"^latent: expected a LATENT \(a dict with a 4-D float tensor 'samples', "
                                          r"B x C x H x W\), got a dict with keys \['a'\]$"),
     ("DB_Sample", dict(positive=[]), r"^positive: expected CONDITIONING \(a non-empty list"),

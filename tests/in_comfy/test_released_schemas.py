@@ -1,5 +1,6 @@
 """Saved workflows keep loading: every released node keeps its ID, inputs (name, type, optional stays optional) and
-outputs (type, in order: links point at an output's index), and an input added since is optional.
+outputs (type, in order: links point at an output's index), and an input added since is optional. An input may come to
+take more types (io.MultiType: "DB_UNET,MODEL" still takes a DB_UNET link), never fewer.
 
 The released schemas are frozen in tests/data/released_nodes.json. A new node or a new optional input is fine;
 add it there (`DIFFUSION_BLOCKS_UPDATE_SCHEMAS=1` rewrites the file from the pack, keeping every released entry)."""
@@ -36,7 +37,7 @@ def breaks(released, now):
         for name, spec in old["inputs"].items():
             if name not in new["inputs"]:
                 problems.append(f"{node_id}: input {name!r} is gone")
-            elif new["inputs"][name]["type"] != spec["type"]:
+            elif not set(spec["type"].split(",")) <= set(new["inputs"][name]["type"].split(",")):  # may widen
                 problems.append(f"{node_id}: input {name!r} was {spec['type']}, is {new['inputs'][name]['type']}")
             elif spec["optional"] and not new["inputs"][name]["optional"]:
                 problems.append(f"{node_id}: input {name!r} was optional, is required")
@@ -65,6 +66,7 @@ def test_released_nodes_keep_loading_saved_workflows(pack_nodes):
      "new input 'strength' is required"),
     (lambda s: s["DB_LoadUNet"]["inputs"]["speed"].update(optional=False), "'speed' was optional, is required"),
     (lambda s: s["DB_Sample"]["outputs"].__setitem__(0, "IMAGE"), "outputs were"),
+    (lambda s: s["DB_Sample"]["inputs"]["unet"].update(type="MODEL"), "'unet' was DB_UNET, is MODEL"),
 ])
 def test_a_breaking_change_is_named(pack_nodes, change, expected):
     now = current(pack_nodes)

@@ -296,7 +296,7 @@ def test_bad_inputs_fail_naming_the_input(nodes, unet_files):
     import comfy.samplers
 
     unet, sigmas = load(nodes), karras(14.6)
-    with pytest.raises(ValueError, match=r"latent: shape \(1, 4, 16, 16\) does not fit a U-Net of 3 input channels"):
+    with pytest.raises(ValueError, match=r"latent: shape \(1, 4, 16, 16\) does not fit a U-Net of 3-channel latents"):
         sample(nodes, unet, our_sampler("euler"), sigmas, latent={"samples": torch.zeros(1, 4, SIZE, SIZE)})
     with pytest.raises(ValueError, match="sigmas: empty"):
         sample(nodes, unet, our_sampler("euler"), torch.tensor([]))

@@ -106,7 +106,7 @@ def test_predict_noise_shows_four_pictures_and_is_reproducible(nodes, model_fold
 def test_predict_noise_rejects_a_latent_of_the_wrong_kind(nodes, model_folders):
     patcher, = run_node(nodes["DB_LoadUNet"], unet_name="diffusion_models/small_unet.safetensors",
                         weight_dtype="fp32", prediction="auto", zero_snr="auto")
-    with pytest.raises(ValueError, match=r"does not fit a U-Net of 4 input channels"):
+    with pytest.raises(ValueError, match=r"does not fit a U-Net of 4-channel latents"):
         run_node(nodes["DB_PredictNoise"], unet=patcher, latent={"samples": torch.zeros(1, 16, 8, 8)}, sigma=1.0, seed=0)
 
 

@@ -86,7 +86,8 @@ def test_published_structure_with_other_channels_or_training_keeps_its_family():
     inpainting = UNetConfig(**{**FAMILIES["sd1"].unet.to_dict(), "in_channels": 9})
     assert detect_unet(meta_state_dict(inpainting)).family == "sd1"
     family = family_for(inpainting)
-    assert family.name == "sd1" and family.latent.channels == 9 and family.latent.comfy_name is None
+    assert family.name == "sd1" and family.latent == FAMILIES["sd1"].latent  # it denoises SD1.x's 4-channel latents
+    assert (inpainting.latent_channels, inpainting.concat_channels) == (4, 5)
 
 
 def test_custom_families_follow_the_config_and_spec():
