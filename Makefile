@@ -18,9 +18,9 @@ test-unit: setup
 test-e2e: setup
 	@$(PY) -m pytest tests/e2e
 
-# The end-to-end tier again on ComfyUI 0.33.0 (.ci/run runs it after `make test`), with the in-process comparison of
-# ComfyUI's U-Net protocol (its patch points differ between versions), from the source archive that CI
-# has at ../shared/hosts/; its own venv reuses .venv's packages (scripts/setup.py says why) and its own link in .cache/.
+# The end-to-end tier again on ComfyUI 0.33.0 (.ci/run runs it after `make test`), with the in-process comparisons of
+# ComfyUI's U-Net protocol (its patch points differ between versions), conditioning and the native CLIP, from the
+# source archive that CI has at ../shared/hosts/; its own venv reuses .venv's packages (scripts/setup.py says why) and its own link in .cache/.
 # Skipped, with a printed line, where the archive is absent.
 COMFYUI_033_ARCHIVE ?= ../shared/hosts/comfyui-0.33.0.tar.gz
 VENV_033 ?= .venv-comfyui-0.33
@@ -33,6 +33,7 @@ test-e2e-0.33:
 	@if [ -f "$(COMFYUI_033_ARCHIVE)" ]; then \
 		$(MAKE) --no-print-directory setup-0.33 && \
 		COMFYUI_PATH= $(VENV_033)/bin/python -m pytest tests/e2e tests/in_comfy/test_unet_protocol.py \
+			tests/in_comfy/test_conditioning.py tests/in_comfy/test_native_clip.py \
 			-o pythonpath="tests .cache/comfyui-0.33"; \
 	else \
 		echo "SKIPPED test-e2e-0.33: no ComfyUI 0.33.0 archive at $(COMFYUI_033_ARCHIVE)"; \
