@@ -262,3 +262,41 @@ def test_a_weight_patch_without_a_comfyui_name_is_refused(pack_nodes, family):
     patcher.add_patches({key: ("diff", (torch.ones(3 * WIDTH, WIDTH),))}, 0.1)
     with pytest.raises(ValueError, match=rf"^text_encoder: carries a weight patch on {key} that ComfyUI's CLIP has no"):
         as_clip(pack_nodes, LoadedTextEncoder(ours.encoder, patcher, ours.name))
+
+
+def test_a_full_size_sd1_checkpoint_equals_checkpoint_loaders_clip(pack_nodes, unet, folders):
+    """At full size from a checkpoint (no text projection in the file): CheckpointLoader's CLIP, with a LoRA on every
+    layer of its text encoder through LoraLoader, and the pack's encoder through Text Encoder as CLIP and Load LoRA."""
+    import comfy.lora
+    import comfy.sd
+    import folder_paths
+    from nodes import LoraLoader
+
+    from diffusion_blocks.devtools.sd_checkpoint import sd1_checkpoint_path
+
+    path = sd1_checkpoint_path()
+    _, theirs, *_ = comfy.sd.load_checkpoint_guess_config(
+        str(path), output_vae=False, output_clip=True, output_model=False,
+        embedding_directory=folder_paths.get_folder_paths("embeddings"), te_model_options={"dtype": torch.float32})
+    (folders / "checkpoints").mkdir(exist_ok=True)
+    (folders / "checkpoints" / "random_sd1.safetensors").symlink_to(path)
+    folder_paths.add_model_folder_path("checkpoints", str(folders / "checkpoints"))
+    try:
+        ours, = run_node(pack_nodes["DB_LoadTextEncoder"], file="checkpoints/random_sd1.safetensors",
+                         second_file="none", family="auto", dtype="float32")
+    finally:
+        folder_paths.folder_names_and_paths["checkpoints"][0].remove(str(folders / "checkpoints"))
+    expected = encode(theirs, PROMPT)
+    assert_same(encode(as_clip(pack_nodes, ours), PROMPT)[0], expected[0])
+    assert_same(encode(as_clip(pack_nodes, ours), PROMPT)[1], expected[1])
+
+    lora = random_lora(comfy.lora.model_lora_keys_clip(theirs.cond_stage_model, {}),
+                       theirs.cond_stage_model.state_dict(), ("lora_te_",), seed=8)
+    save_file(lora, folders / "loras" / "full_size_te.safetensors")
+    model, = run_node(pack_nodes["DB_NoisePredictorAsModel"], unet=unet)
+    _, their_clip = LoraLoader().load_lora(model, theirs, "full_size_te.safetensors", 1.0, 0.6)
+    _, lora_encoder = run_node(pack_nodes["DB_LoraLoader"], unet=unet, lora_name="full_size_te.safetensors",
+                               strength_unet=1.0, strength_text_encoder=0.6, text_encoder=ours)
+    expected_lora = encode(their_clip, PROMPT)
+    assert differs(expected_lora[0], expected[0])
+    assert_same(encode(as_clip(pack_nodes, lora_encoder), PROMPT)[0], expected_lora[0])
