@@ -53,3 +53,48 @@ def test_lora_and_controlnet_on_the_pack_unet_give_comfyuis_picture(comfy_server
     assert ours.shape == (SIZE, SIZE, 3) and ours.std() > 1
     assert difference <= 0.5
     assert np.abs(ours - plain).mean() > 20 * max(difference, 0.1)
+
+
+def sampled_by(workflow, sampler_node, area=True):
+    """The workflow with its KSampler replaced: `sampler_node` (DB_Sample or SamplerCustom) on the checkpoint's own
+    MODEL with the LoRA, a Karras schedule below sigma_max (where both add noise as sigma * noise), its positive the
+    ControlNet's, combined with the negative text, weighted 3, over the top left (`area`) or not."""
+    ids = {node["class_type"]: key for key, node in workflow.items()}
+    out = copy.deepcopy(workflow)
+    out[ids["LoraLoaderModelOnly"]]["inputs"]["model"] = [ids["CheckpointLoaderSimple"], 0]
+    old = out.pop(ids["KSampler"])["inputs"]
+    control = ids["ControlNetApplyAdvanced"]
+    negative_text = out[control]["inputs"]["negative"]
+    out.update({
+        "20": {"class_type": "ConditioningSetAreaPercentage", "inputs": {"conditioning": negative_text, "width": 0.75,
+                                                                         "height": 0.75, "x": 0, "y": 0,
+                                                                         "strength": 3.0}},
+        "21": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": [control, 0],
+                                                               "conditioning_2": ["20", 0]}},
+        "22": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": old["sampler_name"]}},
+        "23": {"class_type": "KarrasScheduler", "inputs": {"steps": old["steps"], "sigma_max": 10.0,
+                                                           "sigma_min": 0.0292, "rho": 7.0}},
+    })
+    common = {"positive": ["21", 0] if area else [control, 0], "negative": [control, 1], "sampler": ["22", 0], "sigmas": ["23", 0],
+              "cfg": old["cfg"]}
+    if sampler_node == "DB_Sample":
+        inputs = {"unet": old["model"], "latent": old["latent_image"], "seed": old["seed"], **common}
+    else:
+        inputs = {"model": old["model"], "latent_image": old["latent_image"], "noise_seed": old["seed"],
+                  "add_noise": True, **common}
+    out["24"] = {"class_type": sampler_node, "inputs": inputs}
+    out[ids["VAEDecode"]]["inputs"]["samples"] = ["24", 0]
+    return out
+
+
+def test_sample_takes_the_checkpoints_own_model_and_conditioning_as_sampler_custom(comfy_server, workflow):
+    """The pack's Sample on ComfyUI's own MODEL (LoRA'd), its positive the ControlNet's combined with an area prompt:
+    SamplerCustom's picture; without the area prompt, another."""
+    ours, theirs, plain = (picture(comfy_server, sampled_by(workflow, node, area)) for node, area in
+                           (("DB_Sample", True), ("SamplerCustom", True), ("DB_Sample", False)))
+    difference = np.abs(ours - theirs).mean()
+    print(f"\n[native MODEL + combined area] mean |ours - SamplerCustom's| {difference:.3f} / 255, "
+          f"the area's effect {np.abs(ours - plain).mean():.2f} / 255")
+    assert ours.shape == (SIZE, SIZE, 3) and ours.std() > 1
+    assert difference <= 0.5
+    assert np.abs(ours - plain).mean() > 20 * max(difference, 0.1)
