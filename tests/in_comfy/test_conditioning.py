@@ -1,6 +1,7 @@
-"""Everything KSampler takes, in the pack's Sample and Denoising Trajectory: CONDITIONING built by ComfyUI's own nodes
-(Combine, areas, masks, strengths, timestep ranges, ControlNet and T2I-Adapter, SDXL's per-entry pooled text and sizes),
-a LATENT's inpainting mask, and a native MODEL with its patches.
+"""Everything KSampler takes, in the pack's Sample, Denoising Trajectory and Predict Noise: CONDITIONING built by
+ComfyUI's own nodes (Combine, areas, masks, strengths, timestep ranges, ControlNet and T2I-Adapter, GLIGEN boxes,
+SDXL's per-entry pooled text and sizes), a LATENT's inpainting mask, an inpainting U-Net, and a native MODEL with its
+patches.
 
 Each case runs the pack's Sample on the pack's U-Net and ComfyUI's SamplerCustom core on ComfyUI's own UNetModel of the
 same weights (harness.unet_twins), same sampler, schedule and seed: the latents agree (fp32, relative L2 within
@@ -298,3 +299,37 @@ def test_an_inpainting_unet_takes_inpaint_model_conditionings_mask_and_image(com
     with pytest.raises(ValueError, match="inpainting U-Net"):
         run_node(pack_nodes["DB_CompareAtEqualCost"], unet=loaded, samplers="euler", schedules="karras", calls=2,
                  latent=empty_latent, seed=SEED, cfg=CFG, cell_size=32)
+
+
+def small_gligen(reference):
+    """A GLIGEN model for a twins' layout, as ComfyUI's GLIGENLoader gives it: one gated self-attention per
+    transformer of ComfyUI's own U-Net (in its order), a position net for 768-wide text; random, gates open."""
+    import comfy.gligen
+    import comfy.ldm.modules.attention
+    import comfy.model_patcher
+    from harness.control_models import randomised
+
+    width, state = 768, {}
+    for name, module in reference.model.diffusion_model.named_modules():
+        if isinstance(module, comfy.ldm.modules.attention.BasicTransformerBlock):
+            dim = module.attn1.to_q.in_features
+            gated = randomised(comfy.gligen.GatedSelfAttentionDense(dim, width, 8, dim // 8), seed=len(state))
+            torch.nn.init.ones_(gated.alpha_attn), torch.nn.init.ones_(gated.alpha_dense)
+            prefix = name.split(".transformer_blocks")[0]
+            state.update({f"{prefix}.fuser.{key}": value for key, value in gated.state_dict().items()})
+    position = randomised(comfy.gligen.PositionNet(width, width), seed=99, scale=0.2)
+    state.update({f"position_net.{key}": value for key, value in position.state_dict().items()})
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(comfy.gligen.load_gligen(state), load_device=cpu, offload_device=cpu)
+
+
+def test_gligen_boxes_reach_the_pack_unet_as_comfyuis(pair, pack_nodes):
+    """GLIGENTextBoxApply's `gligen` entry: ComfyUI's guider runs it as a middle_patch at each transformer, by index."""
+    ours, theirs = pair
+    positive, negative = prompts()
+    pooled = torch.randn(1, 768, generator=torch.Generator().manual_seed(4))
+    box = ("position", small_gligen(theirs), [(pooled, 64 // 8, 48 // 8, 16 // 8, 32 // 8)])  # as the node sets it
+    boxed = [[positive[0][0], {**positive[0][1], "gligen": box}]]
+    expected = sampler_custom(theirs, boxed, negative, empty())
+    assert relative_l2(pack_sample(pack_nodes, ours, boxed, negative, empty())["samples"], expected) <= TOLERANCE
+    assert relative_l2(sampler_custom(theirs, positive, negative, empty()), expected) > CHANGED
