@@ -263,10 +263,13 @@ def test_predict_noise_through_the_guider_sees_what_one_euler_step_to_zero_lands
     assert grid.ndim == 4 and grid.shape[-1] == 3
 
 
-INPAINTING = dataclasses.replace(SD1_LIKE, in_channels=9)  # SD1.x inpainting: latent, mask, masked image
+INPAINTING = {"SD1.x": dataclasses.replace(SD1_LIKE, in_channels=9),  # the latent, the mask, the masked image
+              "SDXL": dataclasses.replace(SDXL_LIKE, in_channels=9)}
 
 
-def test_an_inpainting_unet_takes_inpaint_model_conditionings_mask_and_image(comfy, one_thread, pack_nodes, tmp_path):
+@pytest.mark.parametrize("layout", list(INPAINTING))
+def test_an_inpainting_unet_takes_inpaint_model_conditionings_mask_and_image(layout, comfy, one_thread, pack_nodes,
+                                                                               tmp_path):
     """A 9-channel U-Net through the pack's loader: the concat_latent_image / concat_mask that InpaintModelConditioning
     sets on each entry reach it as in ComfyUI's own inpainting model."""
     import folder_paths
@@ -276,12 +279,14 @@ def test_an_inpainting_unet_takes_inpaint_model_conditionings_mask_and_image(com
     from diffusion_blocks.networks.unet_loading import save_unet
     from harness.unet_twins import random_network
 
-    _, theirs = twins(INPAINTING, seed=3)
+    config = INPAINTING[layout]
+    _, theirs = twins(config, seed=3)
     folder = tmp_path / "diffusion_models"
     folder.mkdir()
-    save_unet(random_network(INPAINTING, seed=3), folder / "tiny_inpainting.safetensors", TrainingSpec(prediction="v"))
+    name = f"tiny_inpainting_{layout}.safetensors"  # one name per test: every folder added stays registered
+    save_unet(random_network(config, seed=3), folder / name, TrainingSpec(prediction="v"))
     folder_paths.add_model_folder_path("diffusion_models", str(folder))
-    loaded, = run_node(pack_nodes["DB_LoadUNet"], unet_name="diffusion_models/tiny_inpainting.safetensors",
+    loaded, = run_node(pack_nodes["DB_LoadUNet"], unet_name=f"diffusion_models/{name}",
                        weight_dtype="fp32", prediction="auto", zero_snr="auto")
     empty_latent, = run_node(pack_nodes["DB_EmptyLatent"], unet=loaded, width=8 * SIZE, height=8 * SIZE, batch_size=1)
     assert empty_latent["samples"].shape == (1, 4, SIZE, SIZE)
@@ -290,11 +295,11 @@ def test_an_inpainting_unet_takes_inpaint_model_conditionings_mask_and_image(com
     image = image_latent()["samples"]  # what VAEEncode of the masked picture gives
     inpaint = {"concat_latent_image": image * (1 - torch.nn.functional.interpolate(hole[None], size=SIZE)),
                "concat_mask": hole}
-    positive, negative = (node_helpers.conditioning_set_values(c, inpaint) for c in prompts())
+    positive, negative = (node_helpers.conditioning_set_values(c, inpaint) for c in prompts(config))
     latent = {"samples": image, "noise_mask": hole}
     expected = sampler_custom(theirs, positive, negative, latent)
     assert relative_l2(pack_sample(pack_nodes, loaded, positive, negative, latent)["samples"], expected) <= TOLERANCE
-    no_image = [node_helpers.conditioning_set_values(c, {"concat_mask": hole}) for c in prompts()]
+    no_image = [node_helpers.conditioning_set_values(c, {"concat_mask": hole}) for c in prompts(config)]
     assert relative_l2(sampler_custom(theirs, *no_image, latent), expected) > CHANGED
     with pytest.raises(ValueError, match="inpainting U-Net"):
         run_node(pack_nodes["DB_CompareAtEqualCost"], unet=loaded, samplers="euler", schedules="karras", calls=2,
@@ -333,3 +338,31 @@ def test_gligen_boxes_reach_the_pack_unet_as_comfyuis(pair, pack_nodes):
     expected = sampler_custom(theirs, boxed, negative, empty())
     assert relative_l2(pack_sample(pack_nodes, ours, boxed, negative, empty())["samples"], expected) <= TOLERANCE
     assert relative_l2(sampler_custom(theirs, positive, negative, empty()), expected) > CHANGED
+
+
+def test_on_a_native_model_progress_shows_previews_and_stop_ends_the_run(pair, pack_nodes):
+    import comfy.model_management
+    import comfy.utils
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    _, theirs = pair
+    calls, previous = [], comfy.utils.PROGRESS_BAR_HOOK
+
+    def hook(value, total, preview, node_id=None):
+        calls.append((value, total, preview))
+        if value == 2:  # the Stop button: the server's hook raises once an interrupt is asked for
+            comfy.model_management.interrupt_current_processing(True)
+            comfy.model_management.throw_exception_if_processing_interrupted()
+
+    method = args.preview_method
+    args.preview_method = LatentPreviewMethod.Latent2RGB  # the server's --preview-method (none by default)
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            pack_sample(pack_nodes, theirs, *prompts(), empty())
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+        comfy.model_management.interrupt_current_processing(False)
+        args.preview_method = method
+    assert [(v, t) for v, t, _ in calls] == [(1, 4), (2, 4)]
+    assert all(p[0] == "JPEG" and p[1].size == (SIZE, SIZE) for _, _, p in calls)
