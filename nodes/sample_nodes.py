@@ -2,6 +2,7 @@
 
 Each node adapts ComfyUI's wires (nodes/wires.py) and calls the one pipeline (pipeline/)."""
 import functools
+import logging
 
 import comfy.model_management
 from comfy_api.latest import io
@@ -21,6 +22,7 @@ from .wires import (UNET, as_k_model, checked_latent, checked_sampler, denoiser_
                     text_condition, to_latent, vae_decoder)
 
 CATEGORY = "diffusion_blocks/sampling"
+log = logging.getLogger(__name__)
 NOISY_VIEWS = ("x0 + sigma * noise", "x / sqrt(1 + sigma^2)")
 NOISY_VIEW_TOOLTIP = ("How a noisy sample is drawn: as it is (x0 + sigma * noise, clipped to the picture's range: "
                       "the image drowns in noise as sigma grows) or scaled to unit variance (x / sqrt(1 + sigma^2), "
@@ -70,9 +72,11 @@ def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negati
         check_memory(unet, checked_latent(latent, denoiser, masked=True), cfg, recorded_steps=steps if record else 0)
     latent_format = unet.get_model_object("latent_format")
     report = progress_with_previews(latent_format, unet.load_device, steps)
-    if needs_host(unet, latent, positive, negative) is None:
+    reason = needs_host(unet, latent, positive, negative)
+    if reason is None:
         sampled = run_on_pack(unet, fn, options, sigmas, latent, seed, cfg, positive, negative, report, record)
         return sampled, latent_format
+    log.debug("Diffusion Blocks: sampling through ComfyUI's guider for %s", reason)
     explain = functools.partial(explain_non_finite, denoiser, sigmas=sigmas, latent=latent["samples"], cfg=cfg)
     sampled = sample_on_host(unet, fn, options, sigmas, latent, seed, cfg,
                              native_conditioning(positive, unet, "positive"),

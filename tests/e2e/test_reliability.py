@@ -265,6 +265,12 @@ def widget_value(name, kind, options):
     return options.get("default", 0 if kind in ("INT", "FLOAT") else "")
 
 
+def producer(kind):
+    """The host's node giving a good output for an input of this kind ("A,B": a socket of several types, the first
+    the host has), None for none."""
+    return next((PRODUCERS[one] for one in kind.split(",") if one in PRODUCERS), None)
+
+
 def host_for(node, schema):
     """A small good workflow holding `node` (the example's own, or one added and wired to an output): (workflow, id)."""
     workflow = base_host()
@@ -275,8 +281,8 @@ def host_for(node, schema):
     for name, kind, options, _ in schema_inputs(schema):
         if kind in WIDGETS:
             inputs[name] = widget_value(name, kind, options)
-        elif kind in PRODUCERS and (node, name) not in LEFT_OPEN:
-            inputs[name] = [PRODUCERS[kind], 0]
+        elif producer(kind) and (node, name) not in LEFT_OPEN:
+            inputs[name] = [producer(kind), 0]
     workflow[TARGET] = {"class_type": node, "inputs": inputs}
     first = schema["output"][0]
     into_sample = {"SAMPLER": "sampler", "CONDITIONING": "positive", "LATENT": "latent"}

@@ -366,3 +366,19 @@ def test_on_a_native_model_progress_shows_previews_and_stop_ends_the_run(pair, p
         args.preview_method = method
     assert [(v, t) for v, t, _ in calls] == [(1, 4), (2, 4)]
     assert all(p[0] == "JPEG" and p[1].size == (SIZE, SIZE) for _, _, p in calls)
+
+
+def test_what_the_pack_honours_itself_keeps_its_own_route(pair):
+    """One entry of text on the pack's U-Net, a LoRA at most, runs the pack's own guidance (its fast path); each thing
+    only the host honours sends the run through ComfyUI's guider."""
+    from diffusion_blocks.nodes.wires import needs_host
+
+    ours, theirs = pair
+    positive, negative = prompts()
+    assert needs_host(ours, empty(), positive, negative) is None
+    assert needs_host(ours, empty(), None, None) is None
+    assert needs_host(theirs, empty(), positive, negative) == "a native MODEL"
+    assert "model patches" in needs_host(freeu(ours), empty(), positive, negative)
+    assert needs_host(ours, {**empty(), "noise_mask": mask(0, 0, 8, 8)}, positive, negative) == "an inpainting mask"
+    combined = cases()["Combine"](positive, negative)[0][0]
+    assert "2 entries" in needs_host(ours, empty(), combined, negative)
