@@ -1,8 +1,11 @@
 """Compare at Equal Cost: samplers x schedules side by side, every picture paid for with the same model calls."""
+import functools
+
 import comfy.utils
 from comfy_api.latest import io
 
 from ..pipeline.equal_cost import compare_at_equal_cost
+from ..pipeline.finite import explain_non_finite
 from ..samplers import SAMPLER_SPECS, SAMPLERS
 from ..schedules import SCHEDULES
 from ..schedules.validation import check_choice
@@ -10,7 +13,9 @@ from ..views.grid import image_grid
 from .checks import CheckedNode
 from .compat import schema
 from .images import to_image_tensor
-from .wires import UNET, checked_latent, latent_picture_for, pixel_size, ready, text_condition
+from .host_sampling import sample_on_host
+from .wires import (UNET, checked_latent, denoiser_of, latent_picture_for, native_conditioning, needs_host, pixel_size,
+                    ready, text_condition)
 
 CATEGORY = "diffusion_blocks/sampling"
 ADAPTIVE = ("dpm_adaptive",)  # its calls depend on the model's answers, so no budget can be fixed in advance
@@ -74,18 +79,34 @@ class CompareAtEqualCost(CheckedNode):
                 vae=None) -> io.NodeOutput:
         chosen = {name: SAMPLERS[name] for name in names(samplers, SAMPLER_SPECS, "samplers", ADAPTIVE)}
         columns = names(schedules, SCHEDULES, "schedules")
-        denoiser, device = ready(unet)
-        start = checked_latent({"samples": latent["samples"][:1]}, denoiser)
-        size = pixel_size(denoiser, start)
+        first = {key: value[:1] if key == "samples" else value for key, value in latent.items()}
         progress = comfy.utils.ProgressBar(1)
-        results = compare_at_equal_cost(
-            denoiser, chosen, columns, calls, start, seed, cond=text_condition(positive, denoiser, size),
-            uncond=text_condition(negative, denoiser, size, negative=True), cfg=cfg, device=device,
-            callback=lambda done, total: progress.update_absolute(done, total))
-        picture, to_network = latent_picture_for(unet.model.latent_format, vae), denoiser.family.latent.to_network
+        guidance = own_guidance(unet, first, seed, cfg, positive, negative)
+        results = compare_at_equal_cost(denoiser_of(unet), chosen, columns, calls, first["samples"], seed,
+                                        callback=lambda done, total: progress.update_absolute(done, total), **guidance)
+        picture, to_network = latent_picture_for(unet.model.latent_format, vae), unet.model.latent_format.process_in
         grid = image_grid([picture(to_network(samples)) for _, samples in results], [cell.caption for cell, _ in results],
                           columns=len(columns), cell_size=cell_size)
         return io.NodeOutput(to_image_tensor(grid))
+
+
+def own_guidance(unet, latent: dict, seed: int, cfg: float, positive, negative) -> dict:
+    """compare_at_equal_cost's guidance: the pack's own where it honours everything wired in, else a run through
+    ComfyUI's guider (nodes.host_sampling) for each cell."""
+    denoiser = denoiser_of(unet)
+    checked_latent(latent, denoiser, masked=True)
+    if needs_host(unet, latent, positive, negative) is None:
+        denoiser, device = ready(unet)
+        size = pixel_size(denoiser, latent["samples"])
+        return dict(cond=text_condition(positive, denoiser, size), device=device, cfg=cfg,
+                    uncond=text_condition(negative, denoiser, size, negative=True))
+    explain = functools.partial(explain_non_finite, denoiser, latent=latent["samples"], cfg=cfg)
+    conds = native_conditioning(positive, unet, "positive"), native_conditioning(negative, unet, "negative")
+
+    def run(sampler, sigmas, report):
+        return sample_on_host(unet, sampler, {}, sigmas, latent, seed, cfg, *conds, explain=explain,
+                              callback=report).samples
+    return dict(run=run)
 
 
 COMPARE_NODES = [CompareAtEqualCost]

@@ -22,7 +22,7 @@ from .checks import CheckedNode
 from .compat import schema
 from .images import to_image_tensor
 from .sampler_nodes import options_for
-from .wires import UNET, checked_latent, pixel_size, ready, text_condition
+from .wires import UNET, checked_latent, conditioning_problem, needs_host, pixel_size, ready, text_condition
 
 CATEGORY = "diffusion_blocks/schedules"
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "diffusion_blocks_shapes.fitted.json"
@@ -70,6 +70,18 @@ def _native_fit(model, positive, negative, cfg, latent, noise, fit):
     guider.set_cfg(cfg)
     guider.sample(noise, latent, comfy.samplers.KSAMPLER(inside), torch.tensor([sigma_max, 0.0]), disable_pbar=True)
     return result["fit"]
+
+
+def plain(value):
+    """A conditioning's tensors, numbers, strings and their lists and dicts, with any other object (a ControlNet, a
+    GLIGEN model) by its type's name: what a fit's memo key can hash."""
+    if isinstance(value, (torch.Tensor, bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return type(value).__qualname__
 
 
 def _name(text: str) -> str:
@@ -127,6 +139,11 @@ class FitSchedule(CheckedNode):
         if (unet is None) == (model is None):
             raise ValueError("unet, model: connect exactly one of them (the pack's U-Net or a native MODEL); "
                              f"got {'both' if unet is not None else 'neither'}")
+        if "noise_mask" in latent:
+            raise ValueError("latent: carries an inpainting mask (noise_mask), which a schedule fit does not use; fit "
+                             "on the picture size alone (Empty Latent)")
+        if unet is not None and needs_host(unet, latent, positive, negative):
+            unet, model = None, unet  # what only ComfyUI's guider honours: fit through it, as on a native MODEL
         sampler_options = options_for(sampler, {"order": order})
         options = dict(grid_size=grid_size, teacher_substeps=teacher_substeps, sampler_options=sampler_options)
         samples = latent["samples"][:1]
@@ -136,6 +153,8 @@ class FitSchedule(CheckedNode):
                     "shape": list(shape), "grid_size": grid_size, "teacher_substeps": teacher_substeps,
                     **({"sampler_options": sampler_options} if sampler_options else {}),  # older keys stay valid
                     "conditioning": fingerprint(positive[0][0], negative[0][0]),
+                    **({"conditioning_rest": value_fingerprint(plain([positive, negative]))}
+                       if any(conditioning_problem(c) for c in (positive, negative)) else {}),  # areas, masks, ...
                     "patches": value_fingerprint(patcher.patches)}  # a LoRA and its strength change the model
         progress = comfy.utils.ProgressBar(1)
 

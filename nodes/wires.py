@@ -144,8 +144,8 @@ def text_condition(conditioning, denoiser, pixel_size: tuple[int, int], negative
         return empty_condition(family, config.context_dim, pixel_size=pixel_size)
     problem = conditioning_problem(conditioning)
     if problem:
-        raise ValueError(f"{'negative' if negative else 'positive'}: {problem}, which this node does not honour; "
-                         f"Sample, Denoising Trajectory and Predict Noise do, through ComfyUI's own guider")
+        raise ValueError(f"{'negative' if negative else 'positive'}: {problem}, which the pack's own guidance does "
+                         f"not honour (ComfyUI's guider does: see nodes.wires.needs_host)")
     context, extras = conditioning[0][0], dict(conditioning[0][1])
     return condition(family, context, extras.pop("pooled_output", None), pixel_size=pixel_size, hints=extras,
                      negative=negative)

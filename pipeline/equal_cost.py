@@ -67,9 +67,10 @@ def equal_cost_cells(samplers: dict[str, Callable], schedules: Sequence[str], bu
 
 def compare_at_equal_cost(denoiser, samplers: dict[str, Callable], schedules: Sequence[str], budget: int,
                           latent: torch.Tensor, seed, *, callback: Callable[[int, int], None] | None = None,
-                          **guidance) -> list[tuple[Cell, torch.Tensor]]:
+                          run: Callable | None = None, **guidance) -> list[tuple[Cell, torch.Tensor]]:
     """(cell, samples in latent units) for every sampler x schedule at the same budget of calls and the same seed;
-    `guidance` goes to generate (cond, uncond, cfg, device); callback(done, total) after every step."""
+    `guidance` goes to generate (cond, uncond, cfg, device), or `run(sampler, sigmas, callback) -> samples` samples
+    instead (a host's guidance); callback(done, total) after every step."""
     def sigmas_for(schedule, steps):
         return get_sigmas(schedule, steps, model=denoiser.schedule)
 
@@ -80,8 +81,11 @@ def compare_at_equal_cost(denoiser, samplers: dict[str, Callable], schedules: Se
         def report(info, before=done):
             if callback is not None:
                 callback(before + int(info["i"]) + 1, total)
-        out = generate(denoiser, samplers[cell.sampler], sigmas_for(cell.schedule, cell.steps), latent, seed,
-                       callback=report, **guidance)
+        sampler, sigmas = samplers[cell.sampler], sigmas_for(cell.schedule, cell.steps)
+        if run is not None:
+            samples = run(sampler, sigmas, report)
+        else:
+            samples = generate(denoiser, sampler, sigmas, latent, seed, callback=report, **guidance).samples
         done += cell.steps
-        results.append((cell, out.samples))
+        results.append((cell, samples))
     return results

@@ -230,15 +230,16 @@ def test_a_native_model_needs_its_conditioning_connected(pair, pack_nodes):
                  cfg=CFG, positive=prompts()[0])
 
 
-def test_nodes_that_read_one_entry_refuse_more_by_name(pair, pack_nodes):
-    from diffusion_blocks.nodes.unet_nodes import unet_wire
-    from harness.unet_twins import random_network
+def test_the_packs_own_guidance_refuses_what_it_cannot_honour_by_name(pair):
+    """The guard behind every node's own route: more than one entry, or a key beyond text, never dropped."""
+    from diffusion_blocks.nodes.wires import text_condition
 
-    unet = unet_wire(random_network())
+    denoiser = pair[0].model.denoiser
     positive = cases()["area in pixels"](*prompts())[0][0]
     with pytest.raises(ValueError, match="positive: holds 2 entries"):
-        run_node(pack_nodes["DB_CompareAtEqualCost"], unet=unet, samplers="euler", schedules="karras", calls=2,
-                 latent=empty(), seed=SEED, cfg=CFG, positive=positive, cell_size=32)
+        text_condition(positive, denoiser, (128, 128))
+    with pytest.raises(ValueError, match="negative: carries area, set_area_to_bounds, strength"):
+        text_condition(positive[1:], denoiser, (128, 128), negative=True)
 
 
 def test_predict_noise_through_the_guider_sees_what_one_euler_step_to_zero_lands_on(pair, pack_nodes):
@@ -301,9 +302,9 @@ def test_an_inpainting_unet_takes_inpaint_model_conditionings_mask_and_image(lay
     assert relative_l2(pack_sample(pack_nodes, loaded, positive, negative, latent)["samples"], expected) <= TOLERANCE
     no_image = [node_helpers.conditioning_set_values(c, {"concat_mask": hole}) for c in prompts(config)]
     assert relative_l2(sampler_custom(theirs, *no_image, latent), expected) > CHANGED
-    with pytest.raises(ValueError, match="inpainting U-Net"):
-        run_node(pack_nodes["DB_CompareAtEqualCost"], unet=loaded, samplers="euler", schedules="karras", calls=2,
-                 latent=empty_latent, seed=SEED, cfg=CFG, cell_size=32)
+    grid, = run_node(pack_nodes["DB_CompareAtEqualCost"], unet=loaded, samplers="euler", schedules="karras", calls=2,
+                     latent=latent, seed=SEED, cfg=CFG, positive=positive, negative=negative, cell_size=32)
+    assert grid.ndim == 4 and grid.shape[-1] == 3
 
 
 def small_gligen(reference):
@@ -382,3 +383,50 @@ def test_what_the_pack_honours_itself_keeps_its_own_route(pair):
     assert needs_host(ours, {**empty(), "noise_mask": mask(0, 0, 8, 8)}, positive, negative) == "an inpainting mask"
     combined = cases()["Combine"](positive, negative)[0][0]
     assert "2 entries" in needs_host(ours, empty(), combined, negative)
+
+
+def test_compare_at_equal_cost_runs_each_cell_as_sample_does_when_the_conditioning_needs_it(pair, pack_nodes):
+    from diffusion_blocks.nodes.compare_nodes import own_guidance
+    from diffusion_blocks.pipeline.equal_cost import compare_at_equal_cost
+    from diffusion_blocks.samplers import SAMPLERS
+    from diffusion_blocks.schedules import get_sigmas
+
+    ours, _ = pair
+    positive, negative = cases()["area in percent, strength"](*prompts())[0]
+    denoiser = ours.model.denoiser
+    [(cell, samples)] = compare_at_equal_cost(denoiser, {"euler": SAMPLERS["euler"]}, ["karras"], 3,
+                                              empty()["samples"], SEED,
+                                              **own_guidance(ours, empty(), SEED, CFG, positive, negative))
+    schedule = get_sigmas("karras", cell.steps, model=denoiser.schedule)  # from sigma_max: Sample's, not KSampler's
+    expected = pack_sample(pack_nodes, ours, positive, negative, empty(), schedule=schedule)["samples"]  # start noise
+    assert relative_l2(samples, expected) <= 1e-6
+    grid, = run_node(pack_nodes["DB_CompareAtEqualCost"], unet=ours, samplers="euler", schedules="karras", calls=3,
+                     latent=empty(), seed=SEED, cfg=CFG, positive=positive, negative=negative, cell_size=32)
+    plain, = run_node(pack_nodes["DB_CompareAtEqualCost"], unet=ours, samplers="euler", schedules="karras", calls=3,
+                      latent=empty(), seed=SEED, cfg=CFG, positive=prompts()[0], negative=negative, cell_size=32)
+    assert grid.shape == plain.shape and not torch.equal(grid, plain)
+
+
+def test_fit_schedule_fits_through_the_guider_when_the_conditioning_needs_it(pair, pack_nodes, comfy, tmp_path):
+    """On the pack's U-Net with combined conditioning, Fit Schedule fits through ComfyUI's guider: the fit of a native
+    MODEL of the same weights. Its memo is keyed by all the conditioning carries: a second entry is another fit."""
+    import folder_paths
+
+    ours, theirs = pair
+    positive, negative = cases()["area in percent, strength"](*prompts())[0]
+    user = folder_paths.get_user_directory()
+    folder_paths.set_user_directory(str(tmp_path))
+
+    def fit(conditioning=positive, latent=None, **model_input):
+        return run_node(pack_nodes["DB_FitSchedule"], **model_input, sampler="euler", calls=3, positive=conditioning,
+                        negative=negative, cfg=CFG, latent=latent or empty(), seed=SEED, seeds=1, grid_size=6,
+                        teacher_substeps=1)[0]
+    try:
+        torch.testing.assert_close(fit(unet=ours), fit(model=theirs))
+        saved = set((tmp_path / "diffusion_blocks" / "fitted_schedules").glob("*.json"))
+        fit(conditioning=prompts()[0], model=theirs)  # the first entry alone: not the combined fit's memo
+        assert len(set((tmp_path / "diffusion_blocks" / "fitted_schedules").glob("*.json")) - saved) == 1
+        with pytest.raises(ValueError, match="latent: carries an inpainting mask"):
+            fit(unet=ours, latent={**empty(), "noise_mask": mask(0, 0, 8, 8)})
+    finally:
+        folder_paths.set_user_directory(user)
