@@ -1,11 +1,8 @@
 """Compare at Equal Cost: samplers x schedules side by side, every picture paid for with the same model calls."""
-import functools
-
 import comfy.utils
 from comfy_api.latest import io
 
 from ..pipeline.equal_cost import compare_at_equal_cost
-from ..pipeline.finite import explain_non_finite
 from ..samplers import SAMPLER_SPECS, SAMPLERS
 from ..schedules import SCHEDULES
 from ..schedules.validation import check_choice
@@ -14,8 +11,8 @@ from .checks import CheckedNode
 from .compat import schema
 from .images import to_image_tensor
 from .host_sampling import sample_on_host
-from .wires import (UNET, checked_latent, denoiser_of, latent_picture_for, native_conditioning, needs_host, pixel_size,
-                    ready, text_condition)
+from .wires import (UNET, checked_latent, denoiser_of, first_item, latent_picture_for, needs_host, pixel_size, ready,
+                    text_condition)
 
 CATEGORY = "diffusion_blocks/sampling"
 ADAPTIVE = ("dpm_adaptive",)  # its calls depend on the model's answers, so no budget can be fixed in advance
@@ -79,7 +76,7 @@ class CompareAtEqualCost(CheckedNode):
                 vae=None) -> io.NodeOutput:
         chosen = {name: SAMPLERS[name] for name in names(samplers, SAMPLER_SPECS, "samplers", ADAPTIVE)}
         columns = names(schedules, SCHEDULES, "schedules")
-        first = {key: value[:1] if key == "samples" else value for key, value in latent.items()}
+        first = first_item(latent)
         progress = comfy.utils.ProgressBar(1)
         guidance = own_guidance(unet, first, seed, cfg, positive, negative)
         results = compare_at_equal_cost(denoiser_of(unet), chosen, columns, calls, first["samples"], seed,
@@ -100,11 +97,9 @@ def own_guidance(unet, latent: dict, seed: int, cfg: float, positive, negative) 
         size = pixel_size(denoiser, latent["samples"])
         return dict(cond=text_condition(positive, denoiser, size), device=device, cfg=cfg,
                     uncond=text_condition(negative, denoiser, size, negative=True))
-    explain = functools.partial(explain_non_finite, denoiser, latent=latent["samples"], cfg=cfg)
-    conds = native_conditioning(positive, unet, "positive"), native_conditioning(negative, unet, "negative")
 
     def run(sampler, sigmas, report):
-        return sample_on_host(unet, sampler, {}, sigmas, latent, seed, cfg, *conds, explain=explain,
+        return sample_on_host(unet, sampler, {}, sigmas, latent, seed, cfg, positive, negative,
                               callback=report).samples
     return dict(run=run)
 

@@ -50,8 +50,7 @@ def comfy_clip_class(encoder):
         if config.vocabulary != CLIP_VOCABULARY or config.projection not in (0, config.width):
             raise ValueError(f"text_encoder: its {ours} tower ({config.vocabulary} tokens, projection "
                              f"{config.projection} wide for a {config.width}-wide tower) cannot be held by ComfyUI's "
-                             f"CLIP, which needs "
-                             f"{CLIP_VOCABULARY} tokens and a square projection")
+                             f"CLIP, which needs {CLIP_VOCABULARY} tokens and a square projection")
         options[f"{theirs}_model_config"] = {
             "hidden_size": config.width, "intermediate_size": config.mlp_width, "num_attention_heads": config.heads,
             "num_hidden_layers": config.layers, "hidden_act": config.activation,

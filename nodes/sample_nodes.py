@@ -1,7 +1,6 @@
 """Sampling with the pack's U-Net, and watching it: Sample, Denoising Trajectory, Add Noise.
 
 Each node adapts ComfyUI's wires (nodes/wires.py) and calls the one pipeline (pipeline/)."""
-import functools
 import logging
 
 import comfy.model_management
@@ -9,7 +8,6 @@ from comfy_api.latest import io
 
 from ..pipeline import evenly_spaced, generate, noisy_start, start_noise
 from ..pipeline.budget import check_sampling_size
-from ..pipeline.finite import explain_non_finite
 from ..views.grid import check_grid_size, image_grid
 from ..views.latents import latent_picture, noisy_picture
 from ..views.pixels import image_to_pixels
@@ -18,7 +16,7 @@ from .compat import schema
 from .images import to_image_tensor
 from .host_sampling import sample_on_host
 from .wires import (UNET, as_k_model, checked_latent, checked_sampler, denoiser_of, latent_picture_for, model_input,
-                    native_conditioning, needs_host, pack_denoiser, part_way, pixel_size, progress_with_previews, ready,
+                    needs_host, pack_denoiser, part_way, pixel_size, progress_with_previews, ready,
                     text_condition, to_latent, vae_decoder)
 
 CATEGORY = "diffusion_blocks/sampling"
@@ -77,11 +75,8 @@ def run_sampling(unet, sampler, sigmas, latent, seed, cfg, positive=None, negati
         sampled = run_on_pack(unet, fn, options, sigmas, latent, seed, cfg, positive, negative, report, record)
         return sampled, latent_format
     log.debug("Diffusion Blocks: sampling through ComfyUI's guider for %s", reason)
-    explain = functools.partial(explain_non_finite, denoiser, sigmas=sigmas, latent=latent["samples"], cfg=cfg)
-    sampled = sample_on_host(unet, fn, options, sigmas, latent, seed, cfg,
-                             native_conditioning(positive, unet, "positive"),
-                             native_conditioning(negative, unet, "negative"), callback=report, record=record,
-                             resume=part_way(latent, sigmas), explain=explain)
+    sampled = sample_on_host(unet, fn, options, sigmas, latent, seed, cfg, positive, negative, callback=report,
+                             record=record, resume=part_way(latent, sigmas))
     return sampled, latent_format
 
 

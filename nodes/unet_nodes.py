@@ -4,7 +4,6 @@ The UNET wire carries a comfy ModelPatcher of ComfyUI's model of our network (no
 is the network with its prediction type and training schedule; `ready(unet)` loads it onto the compute device and
 returns (denoiser, device).
 """
-import functools
 import sys
 
 import comfy.model_management
@@ -18,7 +17,6 @@ from ..networks.prediction import Denoiser
 from ..networks.unet.fast import SPEEDS, FastUNet, with_speed
 from ..networks.unet_loading import load_unet
 from ..pipeline import predict_noise
-from ..pipeline.finite import explain_non_finite
 from ..views.grid import image_grid
 from ..views.latents import noise_picture
 from .checks import CheckedNode
@@ -27,7 +25,7 @@ from .images import to_image_tensor
 from .model_files import PACK_FOLDER, model_file_options, resolve_model_file
 from .native_model import NoisePredictorModel
 from .host_sampling import predict_on_host
-from .wires import (UNET, checked_latent, latent_picture_for, model_input, native_conditioning, needs_host,
+from .wires import (UNET, checked_latent, first_item, latent_picture_for, model_input, needs_host,
                     pack_denoiser, pixel_size, ready, text_condition)
 
 CATEGORY = "diffusion_blocks/unet"
@@ -137,8 +135,7 @@ class PredictNoise(CheckedNode):
 
     @classmethod
     def execute(cls, unet, latent, sigma, seed, positive=None, vae=None) -> io.NodeOutput:
-        first = {key: value[:1] if key == "samples" else value for key, value in latent.items()}
-        seen = look_at(unet, first, sigma, seed, positive)
+        seen = look_at(unet, first_item(latent), sigma, seed, positive)
         show = latent_picture_for(unet.get_model_object("latent_format"), vae)
         pictures = [show(seen.clean), show(seen.noisy / (sigma**2 + 1) ** 0.5), noise_picture(seen.noise),
                     show(seen.denoised)]
@@ -157,8 +154,7 @@ def look_at(unet, latent: dict, sigma: float, seed: int, positive):
         return predict_noise(denoiser, clean, sigma, seed, cond, device)
     if denoiser is not None:
         checked_latent(latent, denoiser, masked=True)
-    explain = functools.partial(explain_non_finite, denoiser, latent=latent["samples"])
-    return predict_on_host(unet, latent, sigma, seed, native_conditioning(positive, unet, "positive"), explain=explain)
+    return predict_on_host(unet, latent, sigma, seed, positive)
 
 
 UNET_NODES = [LoadUNet, PredictNoise]

@@ -240,6 +240,11 @@ def to_latent(samples: torch.Tensor, latent: dict, sampled=None) -> dict:
     return out
 
 
+def first_item(latent: dict) -> dict:
+    """A LATENT wire of its first batch item (its other entries, an inpainting mask, kept)."""
+    return {key: value[:1] if key == "samples" else value for key, value in latent.items()}
+
+
 def part_way(latent: dict, sigmas: torch.Tensor) -> PartWay | None:
     """The run a latent continues: the record of a Sample that stopped part-way at this schedule's first sigma with
     these very samples (None otherwise, e.g. when another node changed the samples since)."""

@@ -37,6 +37,17 @@ def picture(server, workflow):
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
 
 
+def assert_same_picture(label, ours, theirs, plain):
+    """Ours is ComfyUI's picture (mean difference at most 0.5 / 255), and what was applied made a real difference
+    (plain, without it, is far from it)."""
+    difference = np.abs(ours - theirs).mean()
+    print(f"\n[{label}] mean |ours - ComfyUI's| {difference:.3f} / 255, "
+          f"the effect {np.abs(ours - plain).mean():.2f} / 255")
+    assert ours.shape == (SIZE, SIZE, 3) and ours.std() > 1
+    assert difference <= 0.5
+    assert np.abs(ours - plain).mean() > 20 * max(difference, 0.1)
+
+
 def test_lora_and_controlnet_on_the_pack_unet_give_comfyuis_picture(comfy_server, workflow):
     ids = {node["class_type"]: key for key, node in workflow.items()}
     on_comfyui = copy.deepcopy(workflow)  # the LoRA on the checkpoint's own MODEL, everything else the same
@@ -46,13 +57,7 @@ def test_lora_and_controlnet_on_the_pack_unet_give_comfyuis_picture(comfy_server
     sampler.update(model=[ids["DB_NoisePredictorAsModel"], 0],
                    positive=without[ids["ControlNetApplyAdvanced"]]["inputs"]["positive"],
                    negative=without[ids["ControlNetApplyAdvanced"]]["inputs"]["negative"])
-    ours, theirs, plain = (picture(comfy_server, w) for w in (workflow, on_comfyui, without))
-    difference = np.abs(ours - theirs).mean()
-    print(f"\n[lora + controlnet] mean |ours - ComfyUI's| {difference:.3f} / 255, "
-          f"their effect {np.abs(ours - plain).mean():.2f} / 255")
-    assert ours.shape == (SIZE, SIZE, 3) and ours.std() > 1
-    assert difference <= 0.5
-    assert np.abs(ours - plain).mean() > 20 * max(difference, 0.1)
+    assert_same_picture("lora + controlnet", *(picture(comfy_server, w) for w in (workflow, on_comfyui, without)))
 
 
 def sampled_by(workflow, sampler_node, area=True):
@@ -75,8 +80,8 @@ def sampled_by(workflow, sampler_node, area=True):
         "23": {"class_type": "KarrasScheduler", "inputs": {"steps": old["steps"], "sigma_max": 10.0,
                                                            "sigma_min": 0.0292, "rho": 7.0}},
     })
-    common = {"positive": ["21", 0] if area else [control, 0], "negative": [control, 1], "sampler": ["22", 0], "sigmas": ["23", 0],
-              "cfg": old["cfg"]}
+    common = {"positive": ["21", 0] if area else [control, 0], "negative": [control, 1], "sampler": ["22", 0],
+              "sigmas": ["23", 0], "cfg": old["cfg"]}
     if sampler_node == "DB_Sample":
         inputs = {"unet": old["model"], "latent": old["latent_image"], "seed": old["seed"], **common}
     else:
@@ -90,11 +95,6 @@ def sampled_by(workflow, sampler_node, area=True):
 def test_sample_takes_the_checkpoints_own_model_and_conditioning_as_sampler_custom(comfy_server, workflow):
     """The pack's Sample on ComfyUI's own MODEL (LoRA'd), its positive the ControlNet's combined with an area prompt:
     SamplerCustom's picture; without the area prompt, another."""
-    ours, theirs, plain = (picture(comfy_server, sampled_by(workflow, node, area)) for node, area in
-                           (("DB_Sample", True), ("SamplerCustom", True), ("DB_Sample", False)))
-    difference = np.abs(ours - theirs).mean()
-    print(f"\n[native MODEL + combined area] mean |ours - SamplerCustom's| {difference:.3f} / 255, "
-          f"the area's effect {np.abs(ours - plain).mean():.2f} / 255")
-    assert ours.shape == (SIZE, SIZE, 3) and ours.std() > 1
-    assert difference <= 0.5
-    assert np.abs(ours - plain).mean() > 20 * max(difference, 0.1)
+    assert_same_picture("native MODEL + combined area",
+                        *(picture(comfy_server, sampled_by(workflow, node, area)) for node, area in
+                          (("DB_Sample", True), ("SamplerCustom", True), ("DB_Sample", False))))

@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 import torch
 from harness.control_models import small_controlnet, small_t2i_adapter
-from harness.nodes import run_node
+from harness.nodes import run_comfy_node, run_node
 from harness.unet_twins import SD1_LIKE, SDXL_LIKE, prompts, relative_l2, twins
 
 TOLERANCE = 2e-3  # relative L2, fp32 (the bar)
@@ -177,10 +177,7 @@ def test_an_inpainting_mask_keeps_the_rest_of_the_latent_as_ksampler_does(pair, 
 def freeu(model):
     from comfy_extras.nodes_freelunch import FreeU
 
-    node = FreeU
-    if hasattr(node, "FUNCTION"):
-        return getattr(node(), node.FUNCTION)(model=model, b1=1.3, b2=1.4, s1=0.9, s2=0.2)[0]
-    return node.execute(model=model, b1=1.3, b2=1.4, s1=0.9, s2=0.2).result[0]
+    return run_comfy_node(FreeU, model=model, b1=1.3, b2=1.4, s1=0.9, s2=0.2)
 
 
 @pytest.mark.parametrize("patched", [False, True], ids=["plain", "FreeU"])

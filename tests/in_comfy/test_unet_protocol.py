@@ -10,6 +10,7 @@ import inspect
 import pytest
 import torch
 from harness.control_models import small_control_lora, small_controlnet, small_t2i_adapter
+from harness.nodes import run_comfy_node as run
 from harness.unet_twins import SD1_LIKE, SDXL_LIKE, prompts, random_network, relative_l2, sample, twins
 
 TOLERANCE = 2e-3  # relative L2, fp32 (the issue's bar; the unpatched twins agree to ~1e-6)
@@ -29,13 +30,6 @@ def conditioning(comfy):
 @pytest.fixture(scope="module")
 def sdxl_pair(comfy, one_thread):
     return twins(SDXL_LIKE)
-
-
-def run(node, **inputs):
-    """A ComfyUI node's first output, V1 (FUNCTION) or V3 (execute) alike."""
-    if hasattr(node, "FUNCTION"):
-        return getattr(node(), node.FUNCTION)(**inputs)[0]
-    return node.execute(**inputs).result[0]
 
 
 def assert_same_result(patch, pair, conditioning, size=16, **sampling):
